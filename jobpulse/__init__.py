@@ -1,0 +1,1 @@
+"""jobpulse: live open job offers per category × continent."""
