@@ -35,7 +35,7 @@ def _opt(env: str, help_text: str) -> typer.models.OptionInfo:
 @app.callback()
 def global_options(
     ctx: typer.Context,
-    kafka_bootstrap: Annotated[str | None, _opt("KAFKA_BOOTSTRAP", "Kafka bootstrap servers.")] = None,
+    kafka_bootstrap: Annotated[str | None, _opt("KAFKA_BOOTSTRAP", "Kafka brokers.")] = None,
     redis_url: Annotated[str | None, _opt("REDIS_URL", "Redis URL.")] = None,
     offers_topic: Annotated[str | None, _opt("OFFERS_TOPIC", "Offers topic (topic1).")] = None,
     deltas_topic: Annotated[str | None, _opt("DELTAS_TOPIC", "Deltas topic (topic2).")] = None,

@@ -119,7 +119,9 @@ def parse_offer(key: bytes | None, value: bytes | None) -> Offer:
     try:
         op = Op(op_raw)
     except ValueError:
-        raise InvalidOffer(Reason.UNKNOWN_OP, f"'op' must be upsert or delete, got {op_raw!r}")
+        raise InvalidOffer(
+            Reason.UNKNOWN_OP, f"'op' must be upsert or delete, got {op_raw!r}"
+        ) from None
     if op is Op.DELETE:
         return Offer(id=offer_id, op=op, published_at_ms=_published_at(body))
 
@@ -179,7 +181,9 @@ def _published_at(body: dict[str, Any]) -> int | None:
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise InvalidOffer(Reason.BAD_TIMESTAMP, f"'published_at' is not RFC 3339: {raw!r}")
+        raise InvalidOffer(
+            Reason.BAD_TIMESTAMP, f"'published_at' is not RFC 3339: {raw!r}"
+        ) from None
     if moment.tzinfo is None:
         raise InvalidOffer(Reason.BAD_TIMESTAMP, f"'published_at' has no UTC offset: {raw!r}")
     return int(moment.timestamp() * 1000)
