@@ -1,9 +1,94 @@
-"""Commands of this component (registered on the ``jobpulse`` app)."""
+"""``jobpulse stack up|down|status|fetch`` and ``jobpulse topics create``."""
 
 from __future__ import annotations
 
 import typer
 
+from jobpulse.settings import Settings
+
+stack_app = typer.Typer(
+    name="stack",
+    help="The local Kafka (KRaft, native Java) and Redis: start, stop, inspect.",
+    no_args_is_help=True,
+)
+topics_app = typer.Typer(
+    name="topics",
+    help="The offers, deltas and dead-letter topics.",
+    no_args_is_help=True,
+)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this component's commands to ``app``."""
+    """Add ``stack`` and ``topics`` to ``app``."""
+    app.add_typer(stack_app)
+    app.add_typer(topics_app)
+
+
+@stack_app.command("up")
+def stack_up(ctx: typer.Context) -> None:
+    """Start Kafka and Redis unless they already answer; wait until both are ready.
+
+    Reuses a healthy running stack (and any Kafka/Redis already reachable at the configured
+    addresses). Prints the startup time and the Kafka and Redis versions.
+    """
+    from jobpulse.stack import lifecycle
+
+    settings: Settings = ctx.obj
+    states, seconds = lifecycle.up(settings)
+    for state in states:
+        typer.echo(state.line())
+    versions = ", ".join(f"{s.name} {s.version}" for s in states)
+    if all(s.state != lifecycle.STARTED for s in states):
+        typer.echo(f"stack already running ({versions}); checked in {seconds:.1f}s")
+    else:
+        typer.echo(f"stack up in {seconds:.1f}s ({versions}); state in {settings.state_dir}")
+
+
+@stack_app.command("down")
+def stack_down(ctx: typer.Context) -> None:
+    """Stop the Kafka and Redis processes that ``stack up`` started from this state dir."""
+    from jobpulse.stack import lifecycle
+
+    for state in lifecycle.down(ctx.obj):
+        note = {
+            lifecycle.EXTERNAL: "left running (not started from this state dir)",
+            lifecycle.DOWN: "was not running",
+        }.get(state.state, "")
+        typer.echo(f"{state.line()}  {note}".rstrip())
+
+
+@stack_app.command("status")
+def stack_status(ctx: typer.Context) -> None:
+    """Report each service: up/down, version, address, pid. Exit code 3 if any is down."""
+    from jobpulse.stack import lifecycle
+
+    states = lifecycle.status(ctx.obj)
+    for state in states:
+        typer.echo(state.line())
+    if not all(s.up for s in states):
+        raise typer.Exit(code=3)
+
+
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Download the Kafka jars with Maven into the cache folder (skipped when present)."""
+    from jobpulse.stack import kafka
+
+    present = kafka.libs_present()
+    libs = kafka.fetch_libs()
+    typer.echo(
+        f"kafka {kafka.KAFKA_VERSION} jars {'already in' if present else 'fetched to'} {libs}"
+    )
+
+
+@topics_app.command("create")
+def topics_create(ctx: typer.Context) -> None:
+    """Create the offers, deltas and DLQ topics with JOBPULSE_PARTITIONS partitions.
+
+    Idempotent; an existing topic with another partition count is an error (exit 1).
+    """
+    from jobpulse.stack import topics
+
+    settings: Settings = ctx.obj
+    for name, outcome in topics.ensure_topics(settings).items():
+        typer.echo(f"{name:<40} {outcome:<8} {settings.partitions} partitions")

@@ -1,0 +1,205 @@
+"""Start, find and stop the local service processes by pid file, and wait for ports.
+
+A pid file is JSON ``{"pid", "create_time", "cmdline"}``: the create time guards against a
+recycled pid, so ``down`` never signals a process it did not start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import psutil
+
+from jobpulse.errors import JobpulseError, ServiceUnavailable
+
+#: Popen objects of children started by this interpreter, so stopping them can reap them
+#: (and Python does not warn about a child still running when the object is collected).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """An executable a service needs, with the fix shown when it is missing."""
+
+    name: str
+    fix: str
+
+
+def require_tools(tools: Sequence[Tool]) -> dict[str, str]:
+    """Paths of ``tools`` on PATH; one error naming every missing tool and its fix."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for tool in tools:
+        path = shutil.which(tool.name)
+        if path is None:
+            missing.append(f"{tool.name} not found: {tool.fix}")
+        else:
+            found[tool.name] = path
+    if missing:
+        raise JobpulseError("; ".join(missing))
+    return found
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What a pid file says about a process this project started."""
+
+    pid: int
+    create_time: float
+    cmdline: list[str]
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or ``None`` if it exited or the pid now belongs to another."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 1.0:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+
+def read_pid(pid_file: Path) -> PidRecord | None:
+    """The record in ``pid_file`` if the process is still alive; stale files are removed."""
+    try:
+        data = orjson.loads(pid_file.read_bytes())
+        record = PidRecord(int(data["pid"]), float(data["create_time"]), list(data["cmdline"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if record.process() is None:
+        pid_file.unlink(missing_ok=True)
+        return None
+    return record
+
+
+def start_detached(cmd: Sequence[str], log_file: Path, pid_file: Path) -> PidRecord:
+    """Start ``cmd`` in its own session with output appended to ``log_file``; write ``pid_file``.
+
+    The child outlives this process (``jobpulse stack up`` returns while services keep running).
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    record = PidRecord(proc.pid, psutil.Process(proc.pid).create_time(), list(cmd))
+    tmp = pid_file.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(record.__dict__))
+    tmp.replace(pid_file)
+    return record
+
+
+def exited_early(record: PidRecord) -> int | None:
+    """Exit code if the started process has already died (``None`` while it runs)."""
+    child = _CHILDREN.get(record.pid)
+    if child is not None:
+        return child.poll()
+    return None if record.process() is not None else -1
+
+
+def stop(record: PidRecord, timeout: float = 30.0) -> None:
+    """SIGTERM the process (SIGKILL after ``timeout`` s) and wait until it is gone."""
+    proc = record.process()
+    if proc is None:
+        _reap(record.pid)
+        return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.send_signal(signal.SIGTERM)
+    if not _wait_gone(record, timeout):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+        _wait_gone(record, 10.0)
+    _reap(record.pid)
+
+
+def _wait_gone(record: PidRecord, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child = _CHILDREN.get(record.pid)
+        if child is not None and child.poll() is not None:
+            return True
+        if record.process() is None:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    failed: Callable[[], str | None] | None = None,
+) -> None:
+    """Poll ``check`` until it is true; ``failed`` returns a reason to give up early."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if failed is not None and (reason := failed()) is not None:
+            raise ServiceUnavailable(f"{what}: {reason}")
+        time.sleep(0.2)
+    raise ServiceUnavailable(f"{what}: not ready after {timeout:.0f}s")
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` names this machine (only then can jobpulse start a service for it)."""
+    return host in {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", socket.gethostname()}
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock so two concurrent ``stack up``/``down`` do not race."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -1,0 +1,180 @@
+"""The project's Kafka topics (offers, deltas, DLQ), created through the admin API.
+
+Other components and tests call :func:`ensure_topics`; ``jobpulse topics create`` is a thin
+wrapper around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from jobpulse.errors import JobpulseError, ServiceUnavailable
+from jobpulse.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient, ClusterMetadata
+
+_QUIET = logging.getLogger("jobpulse.kafka-admin")
+# librdkafka logs every refused connection to stderr; unreachable brokers are reported by us.
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+CREATED = "created"
+EXISTS = "exists"
+
+
+class TopicMismatch(JobpulseError):
+    """An existing topic has a different partition count than the settings ask for."""
+
+
+def project_topics(settings: Settings) -> list[str]:
+    """The topics jobpulse uses: offers (topic1), deltas (topic2) and the dead-letter topic."""
+    return [settings.offers_topic, settings.deltas_topic, settings.dlq_topic]
+
+
+def admin_client(settings: Settings, **extra: Any) -> AdminClient:
+    """An AdminClient with the settings' client config (SASL/TLS pass-through included)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    config = settings.kafka_client_config(logger=_QUIET, **extra)
+    try:
+        return AdminClient(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise JobpulseError(f"Kafka client configuration rejected: {exc}") from None
+
+
+def cluster_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadata:
+    """Cluster metadata, or :class:`ServiceUnavailable` naming the bootstrap address."""
+    from confluent_kafka import KafkaException
+
+    try:
+        metadata = admin_client(settings).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ServiceUnavailable(
+            f"Kafka at {settings.kafka_bootstrap} is not reachable ({_text(exc)}): "
+            "start it with `jobpulse stack up`"
+        ) from None
+    if not metadata.brokers:
+        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} reports no brokers yet")
+    return metadata
+
+
+def kafka_ready(settings: Settings, timeout: float = 2.0) -> bool:
+    """Whether Kafka answers a metadata request with at least one broker."""
+    try:
+        cluster_metadata(settings, timeout=timeout)
+    except JobpulseError:
+        return False
+    return True
+
+
+def topic_partitions(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """Partition count of each of ``topics`` that exists (missing topics are left out)."""
+    metadata = cluster_metadata(settings)
+    return {
+        name: len(metadata.topics[name].partitions)
+        for name in topics
+        if name in metadata.topics and metadata.topics[name].error is None
+    }
+
+
+def ensure_topics(
+    settings: Settings,
+    topics: Iterable[str] | None = None,
+    partitions: int | None = None,
+    timeout: float = 30.0,
+) -> dict[str, str]:
+    """Create the missing ``topics`` (default: the project's three) and wait until usable.
+
+    Returns ``{topic: "created" | "exists"}``. Raises :class:`TopicMismatch` if an existing
+    topic has another partition count than ``partitions`` (default ``settings.partitions``);
+    the missing topics are still created first.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    names = list(dict.fromkeys(topics if topics is not None else project_topics(settings)))
+    wanted = partitions or settings.partitions
+    existing = topic_partitions(settings, names)
+    missing = [name for name in names if name not in existing]
+    result = dict.fromkeys(existing, EXISTS)
+    if missing:
+        # replication_factor=-1: the broker default (1 on the local stack).
+        # Keep the client referenced until the futures resolve: a collected client fails them.
+        admin = admin_client(settings)
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=wanted, replication_factor=-1) for name in missing],
+            request_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+                result[name] = CREATED
+            except KafkaException as exc:
+                if _code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise JobpulseError(f"creating topic {name} failed: {_text(exc)}") from None
+                result[name] = EXISTS
+        existing = _wait_for_leaders(settings, names, timeout)
+    mismatched = {name: count for name, count in existing.items() if count != wanted}
+    if mismatched:
+        details = ", ".join(f"{name} has {count}" for name, count in sorted(mismatched.items()))
+        raise TopicMismatch(
+            f"partition count mismatch: {details}, but JOBPULSE_PARTITIONS is {wanted}: "
+            "delete those topics or set JOBPULSE_PARTITIONS to match"
+        )
+    return {name: result[name] for name in names}
+
+
+def _wait_for_leaders(settings: Settings, names: list[str], timeout: float) -> dict[str, int]:
+    """Partition counts once every partition of ``names`` has a leader (producers need one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = cluster_metadata(settings)
+        counts: dict[str, int] = {}
+        for name in names:
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None or not topic.partitions:
+                break
+            if any(p.leader < 0 for p in topic.partitions.values()):
+                break
+            counts[name] = len(topic.partitions)
+        else:
+            return counts
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"topics {', '.join(names)} have no leaders after {timeout}s")
+        time.sleep(0.1)
+
+
+def delete_topics(settings: Settings, topics: Iterable[str], timeout: float = 30.0) -> list[str]:
+    """Delete ``topics`` that exist; returns the deleted names (missing ones are skipped)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    names = list(topics)
+    existing = [name for name in names if name in topic_partitions(settings, names)]
+    if not existing:
+        return []
+    deleted: list[str] = []
+    admin = admin_client(settings)
+    futures = admin.delete_topics(existing, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result()
+            deleted.append(name)
+        except KafkaException as exc:
+            if _code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise JobpulseError(f"deleting topic {name} failed: {_text(exc)}") from None
+    return deleted
+
+
+def _code(exc: Exception) -> int | None:
+    error = exc.args[0] if exc.args else None
+    return error.code() if hasattr(error, "code") else None
+
+
+def _text(exc: Exception) -> str:
+    error = exc.args[0] if exc.args else exc
+    return error.str() if hasattr(error, "str") else str(error)
