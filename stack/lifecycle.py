@@ -7,7 +7,7 @@ missing; ``down`` stops only the processes whose pid files this state dir holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,11 +150,13 @@ def up(settings: Settings) -> tuple[list[ServiceState], float]:
                     started[svc.name] = (svc.start(settings), time.monotonic())
                 elif isinstance(entry, PidRecord):
                     started[svc.name] = (entry, time.monotonic())
-            states = []
-            for svc in SERVICES:
+            ready: dict[str, ServiceState] = {}
+            # Redis is ready in a fraction of a second: wait for it first so that each
+            # "ready in" is that service's own startup time.
+            for svc in sorted(SERVICES, key=lambda s: s.ready_timeout):
                 entry = plan[svc.name]
                 if isinstance(entry, ServiceState):
-                    states.append(entry)
+                    ready[svc.name] = entry
                     continue
                 record, began = started[svc.name]
                 processes.wait_until(
@@ -163,17 +165,16 @@ def up(settings: Settings) -> tuple[list[ServiceState], float]:
                     what=f"{svc.name} at {svc.address(settings)}",
                     failed=lambda svc=svc, record=record: svc.exit_reason(settings, record),
                 )
-                states.append(
-                    ServiceState(
-                        svc.name,
-                        svc.address(settings),
-                        True,
-                        STARTED if entry is None else RUNNING,
-                        svc.probe(settings),
-                        record.pid,
-                        time.monotonic() - began,
-                    )
+                ready[svc.name] = ServiceState(
+                    svc.name,
+                    svc.address(settings),
+                    True,
+                    STARTED if entry is None else RUNNING,
+                    svc.probe(settings),
+                    record.pid,
+                    time.monotonic() - began,
                 )
+            states = [ready[svc.name] for svc in SERVICES]
         except (JobpulseError, KeyboardInterrupt):
             # Leave nothing half-started behind.
             for svc in SERVICES:
@@ -184,12 +185,17 @@ def up(settings: Settings) -> tuple[list[ServiceState], float]:
     return states, time.monotonic() - t0
 
 
-def down(settings: Settings) -> list[ServiceState]:
-    """Stop the processes this state dir started (by pid); leave everything else alone."""
+def down(settings: Settings, only: Iterable[str] | None = None) -> list[ServiceState]:
+    """Stop the processes this state dir started (by pid); leave everything else alone.
+
+    ``only`` limits it to the named services (``"kafka"``, ``"redis"``).
+    """
+    names = set(only) if only is not None else {svc.name for svc in SERVICES}
     states = []
     with processes.locked(_lock(settings)):
-        # Kafka first: it may still flush to disk; Redis has no dependency on it.
         for svc in SERVICES:
+            if svc.name not in names:
+                continue
             pid_file = svc.pid_file(settings)
             record = processes.read_pid(pid_file)
             if record is not None:

@@ -1,0 +1,172 @@
+"""Shared fixtures: the real local stack, isolated per-test settings, Redis, and the CLI.
+
+Everything runs against the real Kafka and Redis (no mocks):
+
+- ``stack`` (session): makes sure Kafka and Redis answer at the configured addresses
+  (JOBPULSE_KAFKA_BOOTSTRAP / JOBPULSE_REDIS_URL, default localhost:9092 / 6379), reusing a
+  running stack or starting one with ``jobpulse stack up`` semantics; whatever it started it
+  stops at the end of the session. Returns the base :class:`Settings`.
+- ``settings`` (function): base settings with unique topics (``t-<id>.offers`` …), a unique
+  ``redis_prefix`` and a temporary ``state_dir``; the three topics exist. Cleaned up afterwards.
+- ``redis_client`` (function): ``redis.Redis`` for ``settings.redis_url`` (bytes responses).
+- ``cli`` (function): ``cli(settings, *args, env=None, timeout=120)`` runs
+  ``python -m jobpulse *args`` with ``settings`` as JOBPULSE_* variables and returns the
+  ``CompletedProcess`` (text).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from jobpulse import settings as settings_module
+from jobpulse.errors import JobpulseError
+from jobpulse.settings import Settings
+from jobpulse.stack import lifecycle, topics
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TEST_PARTITIONS = 12
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "partitions(n): partition count of the topics the `settings` fixture creates "
+        f"(default {DEFAULT_TEST_PARTITIONS})",
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the JOBPULSE_* environment variables that :func:`load` reads back."""
+    env: dict[str, str] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if f.name == "kafka_config":
+            if value:
+                env["JOBPULSE_KAFKA_CONFIG"] = orjson.dumps(dict(value)).decode()
+            continue
+        env[settings_module.ENV_PREFIX + f.name.upper()] = str(value)
+    return env
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any JOBPULSE_* variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(settings_module.ENV_PREFIX)}
+    env.update(extra or {})
+    return env
+
+
+def base_settings() -> Settings:
+    """Settings from the environment, with a relative state dir anchored at the repo root."""
+    base = settings_module.load()
+    if not base.state_dir.is_absolute():
+        base = base.with_overrides(state_dir=REPO / base.state_dir)
+    return base
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    """Kafka and Redis up at the configured addresses for the whole session (see module doc)."""
+    base = base_settings()
+    try:
+        states, seconds = lifecycle.up(base)
+    except JobpulseError as exc:
+        pytest.fail(f"the local stack (Kafka + Redis) could not start: {exc}", pytrace=False)
+    started = [s.name for s in states if s.state == lifecycle.STARTED]
+    if started:
+        print(f"\n[jobpulse] started {', '.join(started)} in {seconds:.1f}s", file=sys.stderr)
+    yield base
+    if started:
+        lifecycle.down(base, only=started)
+
+
+@pytest.fixture
+def settings(stack: Settings, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Isolated settings: unique topics (created), Redis prefix and state dir.
+
+    Partitions default to 12; choose another count with ``@pytest.mark.partitions(n)`` or
+    ``@pytest.mark.parametrize("settings", [n], indirect=True)``. Topics and Redis keys
+    are deleted afterwards (best effort).
+    """
+    marker = request.node.get_closest_marker("partitions")
+    partitions = int(
+        marker.args[0] if marker else getattr(request, "param", DEFAULT_TEST_PARTITIONS)
+    )
+    tag = f"t-{uuid.uuid4().hex[:8]}"
+    test_settings = stack.with_overrides(
+        offers_topic=f"{tag}.offers",
+        deltas_topic=f"{tag}.deltas",
+        dlq_topic=f"{tag}.dlq",
+        partitions=partitions,
+        redis_prefix=tag,
+        state_dir=tmp_path / "state",
+    )
+    topics.ensure_topics(test_settings)
+    yield test_settings
+    _cleanup(test_settings)
+
+
+def _cleanup(settings: Settings) -> None:
+    try:
+        topics.delete_topics(settings, topics.project_topics(settings))
+    except JobpulseError as exc:
+        print(f"[jobpulse] could not delete test topics: {exc}", file=sys.stderr)
+    try:
+        conn = redis.Redis.from_url(settings.redis_url)
+        try:
+            keys = [settings.redis_prefix, *conn.scan_iter(match=f"{settings.redis_prefix}:*")]
+            conn.delete(*keys)
+        finally:
+            conn.close()
+    except redis.RedisError as exc:
+        print(f"[jobpulse] could not delete test keys: {exc}", file=sys.stderr)
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """A Redis client for ``settings.redis_url`` (responses are bytes)."""
+    conn = redis.Redis.from_url(settings.redis_url, decode_responses=False)
+    yield conn
+    conn.close()
+
+
+def run_cli(
+    settings: Settings,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m jobpulse *args`` with ``settings`` (+ ``env``) as its environment."""
+    full_env = clean_env({**settings_env(settings), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "jobpulse", *args],
+        env=full_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    """``cli(settings, *args, env=None, timeout=120) -> CompletedProcess[str]``."""
+    return run_cli
