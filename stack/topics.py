@@ -44,7 +44,7 @@ def admin_client(settings: Settings, **extra: Any) -> AdminClient:
     try:
         return AdminClient(config)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise JobpulseError(f"Kafka client configuration rejected: {exc}") from None
+        raise JobpulseError(f"Kafka client configuration rejected: {_text(exc)}") from None
 
 
 def cluster_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadata:
