@@ -1,0 +1,79 @@
+# jobpulse: two commands on a fresh Debian machine, both idempotent and cached.
+#   make demo   install everything, bring up Kafka + Redis + topics, run the demo
+#   make test   install everything, then ruff + the whole test suite against real Kafka/Redis
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# command:debian-package — a package is installed only when its command is missing.
+APT_NEEDS := redis-server:redis-server chromium:chromium java:openjdk-17-jre-headless mvn:maven
+
+.PHONY: help deps venv kafka install test lint demo stack-up stack-down stack-status bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+deps: ## Debian packages: redis-server, chromium, Java 17, Maven (apt-get update only if needed)
+	@missing=""; \
+	for need in $(APT_NEEDS); do \
+	  command -v "$${need%%:*}" >/dev/null 2>&1 || missing="$$missing $${need#*:}"; \
+	done; \
+	if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install:$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled when pyproject.toml changes; pip's download cache (~/.cache/pip) is kept.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## Python environment in .venv (pip install -e '.[dev]')
+
+kafka: deps venv ## Kafka jars via Maven (stack/pom.xml) into ~/.cache/jobpulse (skipped when present)
+	$(BIN)/jobpulse stack fetch
+
+install: deps venv kafka
+
+test: install ## ruff check + pytest against the real Kafka and Redis (started if not running)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: venv ## ruff check + ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+demo: install ## Stack up, topics, then `jobpulse demo` (once that command exists)
+	$(BIN)/jobpulse stack up
+	$(BIN)/jobpulse topics create
+	@if $(BIN)/jobpulse demo --help >/dev/null 2>&1; then \
+	  $(BIN)/jobpulse demo; \
+	else \
+	  echo "stack and topics are up; 'jobpulse demo' is not available yet"; \
+	fi
+
+stack-up: install ## Start (or reuse) the local Kafka + Redis
+	$(BIN)/jobpulse stack up
+
+stack-down: venv ## Stop the Kafka + Redis that stack-up started
+	$(BIN)/jobpulse stack down
+
+stack-status: venv ## Is the local stack up?
+	$(BIN)/jobpulse stack status
+
+bench: install ## Benchmarks (python -m benchmarks), when a benchmarks/ folder exists
+	@if [ -d benchmarks ]; then $(BIN)/python -m benchmarks; else echo "no benchmarks/ yet"; fi
+
+clean: ## Remove the virtualenv and tool caches (not the stack state in .jobpulse/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
