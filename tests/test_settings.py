@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
@@ -11,6 +12,9 @@ import pytest
 from jobpulse import settings as settings_module
 from jobpulse.settings import Settings, SettingsError
 from jobpulse.stack import topics
+
+if TYPE_CHECKING:
+    from conftest import CliRunner
 
 
 def test_defaults() -> None:
@@ -80,21 +84,21 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
         settings_module.load(env=env)
 
 
-def test_bad_partitions_via_cli_is_one_line_and_exit_2(cli) -> None:
+def test_bad_partitions_via_cli_is_one_line_and_exit_2(cli: CliRunner) -> None:
     base = settings_module.load(env={})
     result = cli(base, "topics", "create", env={"JOBPULSE_PARTITIONS": "lots"})
     assert result.returncode == 2
     assert result.stderr.strip() == "jobpulse: JOBPULSE_PARTITIONS must be an integer, got 'lots'"
 
 
-def test_bad_partitions_flag_exit_2(cli) -> None:
+def test_bad_partitions_flag_exit_2(cli: CliRunner) -> None:
     result = cli(settings_module.load(env={}), "--partitions", "0", "stack", "status")
     assert result.returncode == 2
     assert "JOBPULSE_PARTITIONS must be 1..1024" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_flags_override_environment_end_to_end(stack: Settings, cli) -> None:
+def test_flags_override_environment_end_to_end(stack: Settings, cli: CliRunner) -> None:
     tag = f"t-{uuid.uuid4().hex[:8]}"
     from_env = stack.with_overrides(
         offers_topic=f"{tag}.offers", deltas_topic=f"{tag}.deltas", dlq_topic=f"{tag}.dlq"
@@ -117,7 +121,7 @@ def test_flags_override_environment_end_to_end(stack: Settings, cli) -> None:
         topics.delete_topics(from_env, [*names, f"{tag}.flagged-dlq"])
 
 
-def test_environment_is_honoured_end_to_end(stack: Settings, cli) -> None:
+def test_environment_is_honoured_end_to_end(stack: Settings, cli: CliRunner) -> None:
     tag = f"t-{uuid.uuid4().hex[:8]}"
     s = stack.with_overrides(
         offers_topic=f"{tag}.offers",
@@ -134,14 +138,14 @@ def test_environment_is_honoured_end_to_end(stack: Settings, cli) -> None:
         topics.delete_topics(s, names)
 
 
-def test_kafka_passthrough_reaches_the_client(stack: Settings, cli) -> None:
+def test_kafka_passthrough_reaches_the_client(stack: Settings, cli: CliRunner) -> None:
     result = cli(stack, "topics", "create", env={"JOBPULSE_KAFKA__SECURITY__PROTOCOL": "bogus"})
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert 'Invalid value "bogus" for configuration property "security.protocol"' in result.stderr
 
 
-def test_status_reports_the_addresses_from_flags(cli, tmp_path: Path) -> None:
+def test_status_reports_the_addresses_from_flags(cli: CliRunner, tmp_path: Path) -> None:
     result = cli(
         settings_module.load(env={}),
         "--kafka-bootstrap",

@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import psutil
@@ -18,6 +19,9 @@ from confluent_kafka import Consumer, Producer
 from jobpulse import settings as settings_module
 from jobpulse.settings import Settings
 from jobpulse.stack import kafka, lifecycle, topics
+
+if TYPE_CHECKING:
+    from conftest import CliRunner
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +77,7 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def private_stack(tmp_path: Path, cli) -> Iterator[Settings]:
+def private_stack(tmp_path: Path, cli: CliRunner) -> Iterator[Settings]:
     """A private stack's settings; whatever it left running is stopped at teardown."""
     private = _private_stack_settings(tmp_path)
     yield private
@@ -131,7 +135,9 @@ def test_redis_answers(redis_client: redis.Redis, settings: Settings) -> None:
     assert int(redis_client.info("server")["redis_version"].split(".")[0]) >= 7
 
 
-def test_up_twice_is_a_noop_and_down_leaves_no_process(private_stack: Settings, cli) -> None:
+def test_up_twice_is_a_noop_and_down_leaves_no_process(
+    private_stack: Settings, cli: CliRunner
+) -> None:
     first = cli(private_stack, "stack", "up")
     assert first.returncode == 0, first.stderr
     assert all(" started " in line for line in _service_lines(first.stdout).values())
@@ -167,7 +173,7 @@ def test_up_twice_is_a_noop_and_down_leaves_no_process(private_stack: Settings, 
 
 
 def test_up_starts_nothing_for_services_already_reachable(
-    stack: Settings, tmp_path: Path, cli
+    stack: Settings, tmp_path: Path, cli: CliRunner
 ) -> None:
     elsewhere = stack.with_overrides(state_dir=tmp_path / "other-state")
     result = cli(elsewhere, "stack", "up")
@@ -194,7 +200,9 @@ def _path_with(tmp_path: Path, *tools: str) -> str:
     return str(bin_dir)
 
 
-def test_missing_java_gives_one_clear_message(private_stack: Settings, tmp_path: Path, cli) -> None:
+def test_missing_java_gives_one_clear_message(
+    private_stack: Settings, tmp_path: Path, cli: CliRunner
+) -> None:
     result = cli(
         private_stack, "stack", "up", env={"PATH": _path_with(tmp_path, "redis-server", "mvn")}
     )
@@ -208,7 +216,9 @@ def test_missing_java_gives_one_clear_message(private_stack: Settings, tmp_path:
     assert not _pids(private_stack.state_dir)
 
 
-def test_missing_tools_are_all_named(private_stack: Settings, tmp_path: Path, cli) -> None:
+def test_missing_tools_are_all_named(
+    private_stack: Settings, tmp_path: Path, cli: CliRunner
+) -> None:
     result = cli(private_stack, "stack", "up", env={"PATH": str(tmp_path / "empty")})
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

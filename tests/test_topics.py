@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
 from jobpulse.settings import Settings
 from jobpulse.stack import topics
+
+if TYPE_CHECKING:
+    from conftest import CliRunner
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +41,7 @@ def test_ensure_topics_is_idempotent(settings: Settings) -> None:
     assert again == dict.fromkeys(topics.project_topics(settings), topics.EXISTS)
 
 
-def test_cli_creates_topics_with_configured_partitions(settings: Settings, cli) -> None:
+def test_cli_creates_topics_with_configured_partitions(settings: Settings, cli: CliRunner) -> None:
     fresh = _fresh_topics(settings).with_overrides(partitions=4)
     names = topics.project_topics(fresh)
     try:
@@ -54,7 +58,7 @@ def test_cli_creates_topics_with_configured_partitions(settings: Settings, cli) 
         topics.delete_topics(fresh, names)
 
 
-def test_partition_mismatch_is_reported(settings: Settings, cli) -> None:
+def test_partition_mismatch_is_reported(settings: Settings, cli: CliRunner) -> None:
     other = settings.with_overrides(partitions=5)
     with pytest.raises(topics.TopicMismatch, match="partition count mismatch"):
         topics.ensure_topics(other)
@@ -84,7 +88,7 @@ def test_delete_topics_removes_only_existing(settings: Settings) -> None:
     assert topics.topic_partitions(settings, [extra]) == {}
 
 
-def test_unreachable_kafka_is_one_clear_message(stack: Settings, cli) -> None:
+def test_unreachable_kafka_is_one_clear_message(stack: Settings, cli: CliRunner) -> None:
     nowhere = stack.with_overrides(kafka_bootstrap="localhost:1")
     result = cli(nowhere, "topics", "create")
     assert result.returncode == 1
