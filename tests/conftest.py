@@ -84,8 +84,12 @@ def stack() -> Iterator[Settings]:
     base = base_settings()
     try:
         states, seconds = lifecycle.up(base)
+        error = None
     except JobpulseError as exc:
-        pytest.fail(f"the local stack (Kafka + Redis) could not start: {exc}", pytrace=False)
+        error = str(exc)
+    if error is not None:
+        # Outside the except block, so the report is this one line, not a chained traceback.
+        pytest.fail(f"the local stack (Kafka + Redis) could not start: {error}", pytrace=False)
     started = [s.name for s in states if s.state == lifecycle.STARTED]
     if started:
         print(f"\n[jobpulse] started {', '.join(started)} in {seconds:.1f}s", file=sys.stderr)
