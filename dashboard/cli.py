@@ -1,9 +1,65 @@
-"""Commands of this component (registered on the ``jobpulse`` app)."""
+"""``jobpulse dashboard`` and ``jobpulse demo``."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from jobpulse.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
-    """Add this component's commands to ``app``."""
+    """Add ``dashboard`` and ``demo`` to ``app``."""
+    app.command("dashboard")(dashboard)
+    app.command("demo")(demo)
+
+
+def dashboard(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (env JOBPULSE_DASHBOARD_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port, 0 = any free one (env JOBPULSE_DASHBOARD_PORT).", min=0, max=65535
+        ),
+    ] = None,
+    show: Annotated[bool, typer.Option("--show/--no-show", help="Open a browser tab.")] = False,
+) -> None:
+    """Serve the live dashboard (and GET /api/breakdown) until Ctrl-C.
+
+    Reads Redis through one shared reader per process and pushes every change to all open
+    pages within a second. Basic auth when JOBPULSE_DASHBOARD_AUTH=user:password is set.
+    """
+    from jobpulse.dashboard import server
+
+    settings: Settings = ctx.obj.with_overrides(dashboard_host=host, dashboard_port=port)
+    server.serve(
+        settings,
+        show=show,
+        on_ready=lambda url: typer.echo(f"dashboard at {url} (API: {url}api/breakdown)"),
+    )
+
+
+def demo(
+    ctx: typer.Context,
+    rate: Annotated[
+        float, typer.Option(help="Synthetic offers per second.", min=0.1, max=100_000)
+    ] = 20.0,
+    port: Annotated[
+        int | None, typer.Option(help="Dashboard port (env JOBPULSE_DASHBOARD_PORT).", min=0)
+    ] = None,
+    show: Annotated[bool, typer.Option("--show/--no-show", help="Open a browser tab.")] = False,
+) -> None:
+    """The whole pipeline to watch: stack, topics, dataflow, synthetic producer, dashboard.
+
+    Starts (or reuses) Kafka and Redis, creates the topics, runs `jobpulse run` and
+    `jobpulse produce --synthetic` in the background and serves the dashboard. Ctrl-C stops
+    everything it started.
+    """
+    from jobpulse.dashboard import demo as demo_module
+
+    settings: Settings = ctx.obj.with_overrides(dashboard_port=port)
+    raise typer.Exit(demo_module.run(settings, rate=rate, show=show))

@@ -1,0 +1,212 @@
+"""One reader per server process: Redis (through :class:`~jobpulse.store.Store`) and Kafka
+end offsets, fanned out to every browser session.
+
+A Redis thread waits on the store's pub/sub notification (``<prefix>:updates``) and reads the
+breakdown, windows and partition stats as soon as one arrives, or every ``fallback_s``
+seconds when none does (a missed notification or a writer that does not publish). It then
+hands an immutable :class:`~jobpulse.dashboard.view_model.Snapshot` to every listener, at
+least once per ``tick_s`` so "time since last update" keeps moving. A Kafka thread reads the
+offers topic's high watermarks every ``kafka_every_s`` seconds for the lag figures, so a slow
+or absent Kafka never delays a Redis update. When Redis goes away the snapshot says so and
+the thread reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from itertools import count
+
+import redis
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from jobpulse.dashboard.view_model import Snapshot, records_rate
+from jobpulse.settings import Settings
+from jobpulse.store import Store, totals
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Snapshot], None]
+
+#: How many recent windows the trend charts show.
+TREND_WINDOWS = 30
+#: Seconds of history the records/s figure is measured over.
+RATE_HORIZON_S = 10.0
+
+
+class Feed:
+    """Reads Redis and Kafka on background threads and pushes snapshots to listeners."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fallback_s: float = 5.0,
+        tick_s: float = 1.0,
+        kafka_every_s: float = 3.0,
+        trend_windows: int = TREND_WINDOWS,
+    ) -> None:
+        self.settings = settings
+        self.fallback_s = fallback_s
+        self.tick_s = tick_s
+        self.kafka_every_s = kafka_every_s
+        self.trend_windows = trend_windows
+        self._lock = threading.Lock()
+        self._listeners: dict[int, Listener] = {}
+        self._ids = count()
+        self._snapshot = Snapshot(taken_at=time.time())
+        self._samples: deque[tuple[float, int]] = deque()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> Feed:
+        """Start the Redis and Kafka threads (daemon threads; idempotent)."""
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._redis_loop, name="jobpulse-feed-redis", daemon=True),
+                threading.Thread(target=self._kafka_loop, name="jobpulse-feed-kafka", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- listeners ---------------------------------------------------------------------
+    @property
+    def latest(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(snapshot)`` on every update; returns the unsubscribe function."""
+        with self._lock:
+            listener_id = next(self._ids)
+            self._listeners[listener_id] = listener
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners.pop(listener_id, None)
+
+        return unsubscribe
+
+    @property
+    def listener_count(self) -> int:
+        with self._lock:
+            return len(self._listeners)
+
+    def _update(self, **changes: object) -> None:
+        """Replace fields of the current snapshot and push it to every listener."""
+        with self._lock:
+            self._snapshot = replace(self._snapshot, taken_at=time.time(), **changes)  # type: ignore[arg-type]
+            snapshot = self._snapshot
+            listeners = list(self._listeners.items())
+        for listener_id, listener in listeners:
+            try:
+                listener(snapshot)
+            except Exception:  # a closed session must not stop the others' updates
+                log.exception("dashboard listener failed; dropping it")
+                with self._lock:
+                    self._listeners.pop(listener_id, None)
+
+    # -- Redis -------------------------------------------------------------------------
+    def _connect(self) -> Store:
+        client = redis.Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5
+        )
+        client.ping()
+        return Store(client, self.settings.redis_prefix)
+
+    def _read(self, store: Store) -> None:
+        breakdown = store.breakdown()
+        windows = store.windows(last=self.trend_windows)
+        partitions = store.partitions()
+        now = time.monotonic()
+        self._samples.append((now, totals(partitions.values()).records))
+        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_HORIZON_S:
+            self._samples.popleft()
+        self._update(
+            breakdown=breakdown,
+            windows=tuple(windows),
+            partitions=partitions,
+            redis_ok=True,
+            redis_error=None,
+            records_per_s=records_rate(list(self._samples)),
+        )
+
+    def _redis_loop(self) -> None:
+        store: Store | None = None
+        pubsub: redis.client.PubSub | None = None
+        last_read = 0.0
+        while not self._stop.is_set():
+            try:
+                if store is None or pubsub is None:
+                    store = self._connect()
+                    pubsub = store.pubsub()
+                    self._read(store)
+                    last_read = time.monotonic()
+                    continue
+                message = pubsub.get_message(timeout=self.tick_s)
+                # Coalesce a burst of notifications into one read.
+                while message is not None and pubsub.get_message(timeout=0) is not None:
+                    pass
+                if message is not None or time.monotonic() - last_read >= self.fallback_s:
+                    self._read(store)
+                    last_read = time.monotonic()
+                else:
+                    self._update()  # keep "time since last update" ticking
+            except (redis.RedisError, OSError) as exc:
+                _close(pubsub, store)
+                store, pubsub = None, None
+                self._samples.clear()
+                self._update(redis_ok=False, redis_error=_one_line(exc), records_per_s=None)
+                self._stop.wait(self.tick_s)
+        _close(pubsub, store)
+
+    # -- Kafka -------------------------------------------------------------------------
+    def _kafka_loop(self) -> None:
+        admin = AdminClient(
+            self.settings.kafka_client_config(
+                error_cb=lambda _err: None,  # reachability is reported on the page instead
+                log_level=0,
+            )
+        )
+        while not self._stop.is_set():
+            try:
+                watermarks = high_watermarks(admin, self.settings.offers_topic, timeout=2.0)
+                self._update(high_watermarks=watermarks, kafka_ok=True, kafka_error=None)
+            except KafkaException as exc:
+                self._update(high_watermarks=None, kafka_ok=False, kafka_error=_one_line(exc))
+            self._stop.wait(self.kafka_every_s)
+
+
+def high_watermarks(admin: AdminClient, topic: str, *, timeout: float) -> dict[int, int]:
+    """End offset of every partition of ``topic`` (empty if the topic does not exist)."""
+    metadata = admin.list_topics(topic=topic, timeout=timeout)
+    topic_meta = metadata.topics.get(topic)
+    if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
+        return {}
+    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in topic_meta.partitions}
+    futures = admin.list_offsets(request, request_timeout=timeout)
+    return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+
+def _close(pubsub: redis.client.PubSub | None, store: Store | None) -> None:
+    for closeable in (pubsub, store.client if store else None):
+        if closeable is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                closeable.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -1,0 +1,351 @@
+"""Pure transforms from what Redis holds to what the dashboard draws.
+
+Nothing here does I/O or touches Bokeh: the feed hands a :class:`Snapshot` in, these
+functions turn it into plain column dicts (the ``ColumnDataSource.data`` shapes), headline
+numbers and health rows, and compute the smallest update (patch / stream) between two
+column dicts so the browser receives only what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from jobpulse.offer import UNKNOWN
+from jobpulse.store import Breakdown, PartitionProgress, WindowCounts, totals
+
+#: GeoNames continents, in the fixed column order of the table and the charts.
+CONTINENTS: tuple[str, ...] = (
+    "Africa",
+    "Antarctica",
+    "Asia",
+    "Europe",
+    "North America",
+    "Oceania",
+    "South America",
+)
+TOTAL = "Total"
+CATEGORY_COLUMN = "category"
+TOTAL_COLUMN = "total"
+
+#: Distinct, readable colours (Tableau 10 + a few), assigned to categories by name order.
+PALETTE: tuple[str, ...] = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#17becf",
+    "#bcbd22",
+    "#8c564b",
+)
+UNKNOWN_COLOR = "#bab0ac"
+#: One colour per continent for the trend lines (Unknown is grey).
+CONTINENT_COLORS: dict[str, str] = {
+    **dict(zip(CONTINENTS, PALETTE, strict=False)),
+    UNKNOWN: UNKNOWN_COLOR,
+}
+
+Columns = dict[str, list[Any]]
+Patches = dict[str, list[tuple[int, Any]]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the feed knows at one moment; the input of every view function."""
+
+    breakdown: Breakdown | None = None
+    windows: Sequence[WindowCounts] = ()
+    partitions: Mapping[int, PartitionProgress] = field(default_factory=dict)
+    #: Kafka high watermark per offers partition; ``None`` when Kafka was not asked/answered.
+    high_watermarks: Mapping[int, int] | None = None
+    redis_ok: bool = False
+    redis_error: str | None = None
+    #: ``None`` until the first Kafka check finished.
+    kafka_ok: bool | None = None
+    kafka_error: str | None = None
+    records_per_s: float | None = None
+    #: Wall-clock time (epoch s) the snapshot was taken.
+    taken_at: float = 0.0
+
+
+# -- the breakdown table -----------------------------------------------------------------
+def continent_columns(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """The 7 continents in fixed order, then any unexpected name (sorted), then Unknown."""
+    seen = {continent for row in counts.values() for continent in row}
+    extra = sorted(seen - set(CONTINENTS) - {UNKNOWN})
+    return [*CONTINENTS, *extra, UNKNOWN]
+
+
+def category_order(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Categories with open offers, largest first (ties by name); Unknown always last."""
+    row_totals = {cat: sum(row.values()) for cat, row in counts.items() if sum(row.values())}
+    known = sorted((c for c in row_totals if c != UNKNOWN), key=lambda c: (-row_totals[c], c))
+    return [*known, UNKNOWN] if UNKNOWN in row_totals else known
+
+
+def table_columns(counts: Mapping[str, Mapping[str, int]]) -> Columns:
+    """Table rows (categories, then a Total row) × continents, with a total per row.
+
+    Keys: ``category``, one key per continent, ``total``. Missing cells are 0. An empty
+    breakdown gives just the Total row of zeros.
+    """
+    continents = continent_columns(counts)
+    categories = category_order(counts)
+    data: Columns = {CATEGORY_COLUMN: [*categories, TOTAL]}
+    for continent in continents:
+        column = [int(counts.get(cat, {}).get(continent, 0)) for cat in categories]
+        data[continent] = [*column, sum(column)]
+    row_totals = [sum(data[c][i] for c in continents) for i in range(len(categories))]
+    data[TOTAL_COLUMN] = [*row_totals, sum(row_totals)]
+    return data
+
+
+def category_colors(categories: Iterable[str]) -> dict[str, str]:
+    """A stable colour per category: by name order, so it does not change as counts move."""
+    known = sorted(c for c in set(categories) if c != UNKNOWN)
+    colors = {cat: PALETTE[i % len(PALETTE)] for i, cat in enumerate(known)}
+    colors[UNKNOWN] = UNKNOWN_COLOR
+    return colors
+
+
+def stacked_bar_columns(counts: Mapping[str, Mapping[str, int]]) -> Columns:
+    """One bar segment per non-empty (continent, category): stacked by category per continent.
+
+    Segments of a continent stack bottom-up in table order (largest category first), so
+    a single ``vbar`` with ``bottom``/``top`` draws the whole stacked chart.
+    """
+    categories = category_order(counts)
+    colors = category_colors(categories)
+    data: Columns = {k: [] for k in ("continent", "category", "bottom", "top", "n", "color")}
+    for continent in continent_columns(counts):
+        height = 0
+        for category in categories:
+            n = int(counts.get(category, {}).get(continent, 0))
+            if n <= 0:
+                continue
+            data["continent"].append(continent)
+            data["category"].append(category)
+            data["bottom"].append(height)
+            data["top"].append(height + n)
+            data["n"].append(n)
+            data["color"].append(colors[category])
+            height += n
+    return data
+
+
+# -- trends ------------------------------------------------------------------------------
+def trend_key(kind: str, continent: str) -> str:
+    """Column name of one continent's opened/closed series in the trend source."""
+    return f"{kind}:{continent}"
+
+
+def trend_columns(windows: Sequence[WindowCounts], continents: Sequence[str]) -> Columns:
+    """Offers opened and closed per window and continent (oldest window first).
+
+    Keys: ``start`` (window start, epoch ms), ``opened:<continent>``, ``closed:<continent>``
+    for each of ``continents``, and ``opened`` / ``closed`` totals.
+    """
+    data: Columns = {"start": [w.start_ms for w in windows]}
+    for kind in ("opened", "closed"):
+        per_window = [_per_continent(getattr(w, kind)) for w in windows]
+        for continent in continents:
+            data[trend_key(kind, continent)] = [row.get(continent, 0) for row in per_window]
+        data[kind] = [sum(row.values()) for row in per_window]
+    return data
+
+
+def _per_continent(cells: Mapping[Any, int]) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for cell, n in cells.items():
+        sums[cell.continent] = sums.get(cell.continent, 0) + int(n)
+    return sums
+
+
+# -- headline numbers and health ---------------------------------------------------------
+@dataclass(frozen=True)
+class Headline:
+    """The big numbers at the top of the page."""
+
+    open_offers: int
+    window_start_ms: int | None
+    opened_last_window: int
+    closed_last_window: int
+    records_per_s: float | None
+    dlq: int
+    records: int
+    late: int
+    unknown_deletes: int
+
+
+def headline(snapshot: Snapshot) -> Headline:
+    """Open offers, the newest window's opened/closed, throughput and DLQ count."""
+    stats = totals(snapshot.partitions.values())
+    last = snapshot.windows[-1] if snapshot.windows else None
+    return Headline(
+        open_offers=snapshot.breakdown.total if snapshot.breakdown else 0,
+        window_start_ms=last.start_ms if last else None,
+        opened_last_window=sum(last.opened.values()) if last else 0,
+        closed_last_window=sum(last.closed.values()) if last else 0,
+        records_per_s=snapshot.records_per_s,
+        dlq=stats.dlq,
+        records=stats.records,
+        late=stats.late,
+        unknown_deletes=stats.unknown_deletes,
+    )
+
+
+def partition_columns(
+    partitions: Mapping[int, PartitionProgress],
+    high_watermarks: Mapping[int, int] | None,
+    partition_count: int,
+) -> Columns:
+    """Per offers-partition progress: processed offset, Kafka end offset, lag (None = unknown).
+
+    Lists every partition in ``range(partition_count)`` plus any other one seen in Redis or
+    Kafka, so partitions that received nothing yet still show.
+    """
+    ids = sorted(set(range(partition_count)) | set(partitions) | set(high_watermarks or {}))
+    data: Columns = {k: [] for k in ("partition", "offset", "end", "lag", "records", "dlq")}
+    for p in ids:
+        progress = partitions.get(p, PartitionProgress())
+        end = high_watermarks.get(p) if high_watermarks is not None else None
+        data["partition"].append(p)
+        data["offset"].append(progress.offset)
+        data["end"].append(end)
+        data["lag"].append(max(end - progress.offset, 0) if end is not None else None)
+        data["records"].append(progress.records)
+        data["dlq"].append(progress.dlq)
+    return data
+
+
+def total_lag(columns: Columns) -> int | None:
+    """Sum of the known lags; ``None`` when no lag is known."""
+    known = [lag for lag in columns["lag"] if lag is not None]
+    return sum(known) if known else None
+
+
+def parse_updated_at(updated_at: str | None) -> float | None:
+    """Epoch seconds of a ``Breakdown.updated_at`` RFC 3339 string (``None`` stays ``None``)."""
+    if not updated_at:
+        return None
+    try:
+        return datetime.fromisoformat(updated_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def age_text(seconds: float | None) -> str:
+    """``"never"``, ``"just now"``, ``"12 s ago"``, ``"3 min ago"``, ``"2 h ago"``."""
+    if seconds is None:
+        return "never"
+    if seconds < 1:
+        return "just now"
+    if seconds < 120:
+        return f"{int(seconds)} s ago"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min ago"
+    return f"{int(seconds // 3600)} h ago"
+
+
+def format_window(start_ms: int | None) -> str:
+    """``"10:42 UTC"`` for a window start, ``"–"`` when there is none."""
+    if start_ms is None:
+        return "–"
+    return datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime("%H:%M:%S UTC")
+
+
+def records_rate(samples: Sequence[tuple[float, int]]) -> float | None:
+    """Records/s between the oldest and newest ``(time_s, total_records)`` sample.
+
+    ``None`` with fewer than two samples or no time between them. A drop in the record
+    count (the prefix was cleared) restarts the measurement from that sample.
+    """
+    start = 0
+    for i in range(1, len(samples)):
+        if samples[i][1] < samples[i - 1][1]:
+            start = i
+    usable = samples[start:]
+    if len(usable) < 2:
+        return None
+    (t0, r0), (t1, r1) = usable[0], usable[-1]
+    return (r1 - r0) / (t1 - t0) if t1 > t0 else None
+
+
+# -- incremental updates -----------------------------------------------------------------
+def column_patches(old: Mapping[str, Sequence[Any]], new: Mapping[str, Sequence[Any]]) -> Patches:
+    """``ColumnDataSource.patch`` argument turning ``old`` into ``new`` (same keys and length).
+
+    Raises ``ValueError`` when the shapes differ; then the caller replaces the data.
+    """
+    if not same_shape(old, new):
+        raise ValueError("column sets or lengths differ; replace the data instead")
+    patches: Patches = {}
+    for key, new_values in new.items():
+        changed = [
+            (i, v) for i, (o, v) in enumerate(zip(old[key], new_values, strict=True)) if o != v
+        ]
+        if changed:
+            patches[key] = changed
+    return patches
+
+
+def same_shape(old: Mapping[str, Sequence[Any]], new: Mapping[str, Sequence[Any]]) -> bool:
+    """Same column names and the same length in every column."""
+    if set(old) != set(new):
+        return False
+    lengths = {len(v) for v in old.values()} | {len(v) for v in new.values()}
+    return len(lengths) <= 1
+
+
+@dataclass(frozen=True)
+class SeriesUpdate:
+    """How to move a time-series source from ``old`` to ``new``.
+
+    Either ``replace`` (send all of ``new``), or ``patches`` for rows that changed plus
+    ``stream`` rows appended at the end (with ``rollover`` dropping the oldest).
+    """
+
+    replace: Columns | None = None
+    patches: Patches = field(default_factory=dict)
+    stream: Columns = field(default_factory=dict)
+
+
+def series_update(
+    old: Mapping[str, Sequence[Any]], new: Columns, *, key: str, rollover: int
+) -> SeriesUpdate:
+    """The smallest update from ``old`` to ``new`` for a source ordered by ``key``.
+
+    New rows past the old last key are streamed; overlapping rows are patched; anything
+    else (a reset, a gap in the middle, other columns) replaces the data.
+    """
+    if set(old) != set(new) or len(new[key]) > rollover:
+        return SeriesUpdate(replace=new)
+    old_keys, new_keys = list(old[key]), list(new[key])
+    last_old = old_keys[-1] if old_keys else None
+    appended = [i for i, k in enumerate(new_keys) if last_old is None or k > last_old]
+    first_new = appended[0] if appended else len(new_keys)
+    kept = new_keys[:first_new]
+    if (old_keys + new_keys[first_new:])[-rollover:] != new_keys or (
+        kept and old_keys[-len(kept) :] != kept
+    ):
+        return SeriesUpdate(replace=new)
+    # The rows of ``old`` that survive the rollover and line up with ``new``'s first rows.
+    offset = len(old_keys) - len(kept)
+    patches: Patches = {}
+    for column, values in new.items():
+        changed = [
+            (offset + i, values[i])
+            for i in range(len(kept))
+            if old[column][offset + i] != values[i]
+        ]
+        if changed:
+            patches[column] = changed
+    stream = {column: values[first_new:] for column, values in new.items()} if appended else {}
+    return SeriesUpdate(patches=patches, stream=stream)
