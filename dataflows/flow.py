@@ -1,0 +1,318 @@
+"""The jobpulse dataflow, top-down as in the diagram::
+
+    offers topic ─▶ parse ─┬─▶ rejected ─▶ DLQ topic
+                           └─▶ enrich (category, continent) ─▶ open offers (keyed by partition)
+                                   ├─▶ delta messages ─▶ deltas topic
+                                   ├─▶ pre-aggregate ─▶ cell counts (keyed by cell) ─┐
+                                   │                       └─▶ late deltas ─┐        │
+                                   └─▶ partition progress ───────────────▶ progress ─┴─▶ Redis
+
+Every step works on chunks (one per Kafka partition per poll), never per offer. The steps'
+logic is in pure modules (:mod:`.open_offers`, :mod:`.counting`, :mod:`.geocoding`); this
+module only wires them, so tests build the same flow with testing sources and sinks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from jobpulse.delta import Action, Cell, Delta, event_id
+from jobpulse.offer import UNKNOWN, InvalidOffer, Op, format_rfc3339, parse_offer
+from jobpulse.settings import Settings
+from jobpulse.store import PartitionProgress
+
+from . import geocoding
+from .counting import CellCounter, preaggregate
+from .dlq import dlq_headers
+from .items import (
+    DELETE,
+    REJECTED,
+    UPSERT,
+    CellChange,
+    CellUpdate,
+    DlqBatch,
+    EnrichedChunk,
+    LateCount,
+    OutMessage,
+    ParsedChunk,
+    RawChunk,
+    Record,
+    StateOutput,
+)
+from .open_offers import PartitionState
+from .professions import category_of
+
+FLOW_ID = "jobpulse"
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowSinks:
+    """Where the dataflow writes; tests swap in ``bytewax.testing.TestingSink``."""
+
+    deltas: Sink[list[OutMessage]]
+    dlq: Sink[list[OutMessage]]
+    redis: Sink[Any]
+
+
+def build_flow(
+    settings: Settings,
+    source: Source[RawChunk],
+    sinks: FlowSinks,
+    professions: dict[int, str],
+) -> Dataflow:
+    """The whole dataflow, from the offers source to the three sinks."""
+    flow = Dataflow(FLOW_ID)
+    window_ms = settings.window_seconds * 1000
+
+    raw = op.input("offers", flow, source)
+    parsed = op.flat_map_batch("parse", raw, Parser(settings.offers_topic))
+    split = op.branch("split_rejected", parsed, _is_dlq_batch)
+    op.output("dlq", op.map("dlq_messages", split.trues, _dlq_messages), sinks.dlq)
+
+    enriched = op.flat_map_batch("enrich", split.falses, Enricher(professions))
+    offers_state = op.stateful_batch("open_offers", enriched, OpenOffersLogic.build)
+
+    deltas = op.flat_map_batch("delta_messages", offers_state, DeltaSerializer(settings))
+    op.output("deltas", deltas, sinks.deltas)
+
+    changes = op.flat_map_batch("preaggregate", offers_state, Preaggregator(window_ms))
+    cell_counts = op.stateful_batch("cell_counts", changes, CellCountLogic.builder(window_ms))
+
+    progress_in = op.merge(
+        "progress_inputs",
+        op.flat_map_batch("partition_progress", offers_state, _progress_items),
+        op.flat_map_batch("late_deltas", cell_counts, _late_items),
+    )
+    progress = op.stateful_batch("progress", progress_in, ProgressLogic.build)
+
+    op.output("redis", op.merge("redis_updates", cell_counts, progress), sinks.redis)
+    return flow
+
+
+# -- parse -------------------------------------------------------------------------------
+
+
+def _is_dlq_batch(item: Any) -> bool:
+    return isinstance(item, DlqBatch)
+
+
+def _dlq_messages(batch: DlqBatch) -> list[OutMessage]:
+    return batch.messages
+
+
+class Parser:
+    """Raw chunks → parsed chunks (rejected records kept as markers) + one DLQ batch."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    def __call__(self, chunks: list[RawChunk]) -> list[ParsedChunk | DlqBatch]:
+        out: list[ParsedChunk | DlqBatch] = []
+        rejected: list[OutMessage] = []
+        for partition, raw_records in chunks:
+            records: list[tuple[int, int, Any]] = []
+            for offset, timestamp_ms, key, value, headers in raw_records:
+                try:
+                    offer = parse_offer(key, value)
+                except InvalidOffer as error:
+                    rejected.append(
+                        (key, value, dlq_headers(self.topic, partition, offset, error, headers))
+                    )
+                    records.append((offset, timestamp_ms, None))
+                    continue
+                event_ms = offer.published_at_ms
+                records.append((offset, timestamp_ms if event_ms is None else event_ms, offer))
+            out.append(ParsedChunk(partition, records))
+        if rejected:
+            out.append(DlqBatch(rejected))
+        return out
+
+
+# -- enrich ------------------------------------------------------------------------------
+
+
+class Enricher:
+    """Parsed chunks → ``(partition key, EnrichedChunk)``, geocoding the batch in one query."""
+
+    #: Interned cells, so the per-offer state holds pointers to shared tuples.
+    MAX_INTERNED = 100_000
+
+    def __init__(self, professions: dict[int, str]) -> None:
+        self.professions = professions
+        self.cells: dict[Cell, Cell] = {}
+
+    def __call__(self, chunks: list[ParsedChunk]) -> list[tuple[str, EnrichedChunk]]:
+        coordinates = [
+            (offer.latitude, offer.longitude)
+            for chunk in chunks
+            for _, _, offer in chunk.records
+            if offer is not None and offer.op is Op.UPSERT and offer.latitude is not None
+        ]
+        continents = iter(geocoding.continents(coordinates))
+        professions = self.professions
+        out: list[tuple[str, EnrichedChunk]] = []
+        for partition, parsed in chunks:
+            records: list[Record] = []
+            for offset, event_ms, offer in parsed:
+                if offer is None:
+                    records.append((offset, event_ms, None, REJECTED, None))
+                elif offer.op is Op.DELETE:
+                    records.append((offset, event_ms, offer.id, DELETE, None))
+                else:
+                    continent = next(continents) if offer.latitude is not None else UNKNOWN
+                    category = category_of(offer.category, offer.profession_id, professions)
+                    cell = self._intern(Cell(category, continent))
+                    records.append((offset, event_ms, offer.id, UPSERT, cell))
+            out.append((str(partition), EnrichedChunk(partition, records)))
+        return out
+
+    def _intern(self, cell: Cell) -> Cell:
+        shared = self.cells.get(cell)
+        if shared is not None:
+            return shared
+        if len(self.cells) < self.MAX_INTERNED:
+            self.cells[cell] = cell
+        return cell
+
+
+# -- per-offer state ---------------------------------------------------------------------
+
+
+class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
+    """Keyed by offers partition: the open offers of that partition (see open_offers)."""
+
+    def __init__(self, state: PartitionState) -> None:
+        self.state = state
+
+    @classmethod
+    def build(cls, resume: Any | None) -> OpenOffersLogic:
+        return cls(PartitionState.restore(resume))
+
+    def on_batch(self, values: list[EnrichedChunk]) -> tuple[Iterable[StateOutput], bool]:
+        deltas = []
+        for chunk in values:
+            deltas.extend(self.state.apply(chunk.records))
+        output = StateOutput(values[-1].partition, deltas, self.state.progress())
+        return [output], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Any:
+        return self.state.snapshot()
+
+
+class DeltaSerializer:
+    """State outputs → one list of deltas-topic messages (key offer id, JSON Delta)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.offers_topic
+
+    def __call__(self, items: list[tuple[str, StateOutput]]) -> list[list[OutMessage]]:
+        messages: list[OutMessage] = []
+        topic = self.topic
+        for _, output in items:
+            partition = output.partition
+            for sign, cell, offer_id, offset, index, event_ms in output.deltas:
+                delta = Delta(
+                    action=Action.INCREMENT if sign > 0 else Action.DECREMENT,
+                    category=cell.category,
+                    continent=cell.continent,
+                    offer_id=offer_id,
+                    event_id=event_id(topic, partition, offset, index),
+                    ts=format_rfc3339(event_ms),
+                )
+                messages.append((delta.key(), delta.to_json(), None))
+        return [messages] if messages else []
+
+
+# -- counting ----------------------------------------------------------------------------
+
+
+def cell_key(cell: Cell) -> str:
+    """The stateful key of a cell (unit separator: cannot clash for any names)."""
+    return f"{cell.category}\x1f{cell.continent}"
+
+
+class Preaggregator:
+    """State outputs of a batch → one ``(cell key, (cell, CellChange))`` per touched cell."""
+
+    def __init__(self, window_ms: int) -> None:
+        self.window_ms = window_ms
+
+    def __call__(self, items: list[tuple[str, StateOutput]]) -> list[tuple[str, Any]]:
+        changes = preaggregate([output for _, output in items], self.window_ms)
+        return [(cell_key(cell), (cell, change)) for cell, change in changes.items()]
+
+
+class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any]):
+    """Keyed by cell: absolute open-offer count and retained windows."""
+
+    def __init__(self, cell: Cell | None, counter: CellCounter, window_ms: int) -> None:
+        self.cell = cell
+        self.counter = counter
+        self.window_ms = window_ms
+
+    @classmethod
+    def builder(cls, window_ms: int) -> Any:
+        def build(resume: Any | None) -> CellCountLogic:
+            if resume is None:
+                return cls(None, CellCounter(), window_ms)
+            cell, counter = resume
+            return cls(Cell(*cell), CellCounter.restore(counter), window_ms)
+
+        return build
+
+    def on_batch(self, values: list[tuple[Cell, CellChange]]) -> tuple[Iterable[CellUpdate], bool]:
+        self.cell = values[0][0]
+        update = self.counter.apply(self.cell, [change for _, change in values], self.window_ms)
+        return [update], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Any:
+        return (tuple(self.cell) if self.cell else None, self.counter.snapshot())
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+def _progress_items(items: list[tuple[str, StateOutput]]) -> list[tuple[str, PartitionProgress]]:
+    return [(key, output.progress) for key, output in items]
+
+
+def _late_items(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, LateCount]]:
+    return [
+        (str(partition), LateCount(n))
+        for _, update in items
+        for partition, n in update.late.items()
+        if n
+    ]
+
+
+class ProgressLogic(StatefulBatchLogic[Any, PartitionProgress, Any]):
+    """Keyed by partition: the open-offers step's counters plus the late deltas found later."""
+
+    def __init__(self, base: PartitionProgress | None, late: int) -> None:
+        self.base = base
+        self.late = late
+
+    @classmethod
+    def build(cls, resume: Any | None) -> ProgressLogic:
+        return cls(*(resume or (None, 0)))
+
+    def on_batch(self, values: list[Any]) -> tuple[Iterable[PartitionProgress], bool]:
+        for value in values:
+            if isinstance(value, LateCount):
+                self.late += value.count
+            else:
+                self.base = value
+        if self.base is None:
+            return [], StatefulBatchLogic.RETAIN
+        return [dataclasses.replace(self.base, late=self.late)], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Any:
+        return (self.base, self.late)

@@ -1,0 +1,233 @@
+"""Kafka at the edges of the dataflow: the offers source and the batch producer sink.
+
+Why not ``bytewax.connectors.kafka`` as is: the source here (same model — one consumer per
+partition, the next offset as recovery state) emits one :class:`RawChunk` per poll instead of
+one object per record, can stop at offsets captured at start (``run --once``), and logs and
+counts consumer errors instead of either crashing or passing them on silently. The sink checks
+delivery reports (bytewax's ``KafkaSink`` does not), so a failed write fails the batch and the
+dataflow resumes from its last snapshot instead of losing the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from jobpulse.settings import Settings
+
+from .items import OutMessage, RawChunk, RawRecord
+
+log = logging.getLogger("jobpulse.dataflow.kafka")
+
+#: librdkafka logs refused connections itself; the dataflow reports what matters.
+_QUIET = logging.getLogger("jobpulse.dataflow.librdkafka")
+_QUIET.setLevel(logging.ERROR)
+
+#: How long an idle partition waits before polling again.
+IDLE_POLL = timedelta(milliseconds=20)
+
+#: Records per poll per partition.
+DEFAULT_BATCH_SIZE = 2000
+
+
+def _consumer_config(settings: Settings, *, stop_at_end: bool) -> dict[str, Any]:
+    return settings.kafka_client_config(
+        **{
+            # Offsets are tracked by the recovery store, not by a consumer group.
+            "group.id": "jobpulse-dataflow",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": stop_at_end,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100,
+            "queued.min.messages": 20000,
+            "logger": _QUIET,
+        }
+    )
+
+
+class _OffersPartition(StatefulSourcePartition[RawChunk, int]):
+    """One offers partition; its recovery state is the next offset to read."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        partition: int,
+        next_offset: int,
+        end_offset: int | None,
+        batch_size: int,
+    ) -> None:
+        self._partition = partition
+        self._next = next_offset
+        self._end = end_offset
+        self._batch_size = batch_size
+        self._errors = 0
+        self._awake: datetime | None = None
+        self._consumer = Consumer(_consumer_config(settings, stop_at_end=end_offset is not None))
+        start = next_offset if next_offset > 0 else OFFSET_BEGINNING
+        self._consumer.assign([TopicPartition(settings.offers_topic, partition, start)])
+
+    def next_batch(self) -> list[RawChunk]:
+        if self._end is not None and self._next >= self._end:
+            raise StopIteration
+        # Non-blocking: librdkafka prefetches in the background; an idle partition sleeps via
+        # next_awake instead of blocking the worker thread that runs every other step too.
+        messages = self._consumer.consume(self._batch_size, 0)
+        records: list[RawRecord] = []
+        append = records.append
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._on_error(error)
+                continue
+            offset = message.offset()
+            if self._end is not None and offset >= self._end:
+                self._next = self._end
+                break
+            append((offset, message.timestamp()[1], message.key(), message.value(), message.headers()))
+            self._next = offset + 1
+        if not messages:
+            self._awake = datetime.now(UTC) + IDLE_POLL
+            return []
+        self._awake = None
+        return [RawChunk(self._partition, records)] if records else []
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            # Only enabled with an end offset: reaching the end means we are done even when
+            # the last offsets were transaction markers or compacted away.
+            if self._end is not None:
+                self._end = min(self._end, self._next)
+            return
+        self._errors += 1
+        if error.fatal() or error.code() in (
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        ):
+            raise RuntimeError(f"offers partition {self._partition}: fatal Kafka error: {error}")
+        log.warning(
+            "offers partition %d: Kafka error #%d (retried by the client): %s",
+            self._partition,
+            self._errors,
+            error,
+        )
+
+    def snapshot(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class OffersSource(FixedPartitionedSource[RawChunk, int]):
+    """Every partition of the offers topic; each stops at ``end_offsets`` when given."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        partitions: list[int],
+        *,
+        end_offsets: Mapping[int, int] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self._settings = settings
+        self._partitions = partitions
+        self._end_offsets = dict(end_offsets) if end_offsets is not None else None
+        self._batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        return [f"{self._settings.offers_topic}#{p}" for p in self._partitions]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _OffersPartition:
+        topic, _, partition = for_part.rpartition("#")
+        if topic != self._settings.offers_topic:
+            raise RuntimeError(
+                f"the recovery store belongs to topic {topic!r}, not "
+                f"{self._settings.offers_topic!r}: use another --recovery-dir"
+            )
+        index = int(partition)
+        end = None if self._end_offsets is None else self._end_offsets.get(index, 0)
+        return _OffersPartition(self._settings, index, resume_state or 0, end, self._batch_size)
+
+
+def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
+    """The high watermark of every offers partition, now (what ``--once`` reads up to)."""
+    consumer = Consumer(_consumer_config(settings, stop_at_end=False))
+    try:
+        metadata = consumer.list_topics(settings.offers_topic, timeout=timeout)
+        partitions = sorted(metadata.topics[settings.offers_topic].partitions)
+        return {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(settings.offers_topic, p), timeout=timeout
+            )[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return settings.kafka_client_config(
+        **{
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+            "logger": _QUIET,
+        }
+    )
+
+
+class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._topic = topic
+        self._failures: list[str] = []
+        self._producer = Producer({**producer_config(settings), "on_delivery": self._delivered})
+
+    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self._failures.append(str(error))
+
+    def write_batch(self, items: list[list[OutMessage]]) -> None:
+        produce = self._producer.produce
+        topic = self._topic
+        for messages in items:
+            for key, value, headers in messages:
+                while True:
+                    try:
+                        produce(topic, value, key, headers=headers)
+                        break
+                    except BufferError:
+                        self._producer.poll(0.05)  # local queue full: let deliveries drain
+            self._producer.poll(0)
+        remaining = self._producer.flush(60)
+        if remaining or self._failures:
+            failures, self._failures = self._failures, []
+            raise RuntimeError(
+                f"writing to {topic} failed: {remaining} undelivered, "
+                f"{len(failures)} rejected ({'; '.join(failures[:3])})"
+            )
+
+    def close(self) -> None:
+        self._producer.flush(60)
+
+
+class ProducerSink(DynamicSink[list[OutMessage]]):
+    """Writes lists of (key, value, headers) to one topic; a batch fails unless all arrived."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings = settings
+        self._topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        return _ProducerPartition(self._settings, self._topic)
