@@ -62,9 +62,7 @@ EMPTY_CSS = ".jp-empty { color: #5b6b7b; font-style: italic; padding: 4px 2px; }
 #: Table headers that would not fit their column.
 SHORT_NAMES = {"North America": "N. America", "South America": "S. America"}
 COUNT = NumberFormatter(format="0,0", text_align="right")
-BOLD_#: Table headers that would not fit their column.
-SHORT_NAMES = {"North America": "N. America", "South America": "S. America"}
-COUNT = NumberFormatter(format="0,0", text_align="right", font_style="bold")
+BOLD_COUNT = NumberFormatter(format="0,0", text_align="right", font_style="bold")
 
 
 def _div(css: str, css_class: str, **kwargs: Any) -> Div:

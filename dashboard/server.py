@@ -9,6 +9,7 @@ import base64
 import binascii
 import hmac
 import secrets
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -164,10 +165,15 @@ def websocket_origins(host: str, port: int) -> list[str]:
 
 
 def serve(
-    settings: Settings, *, show: bool = False, on_ready: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    show: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> None:
-    """Serve the dashboard until interrupted (Ctrl-C / SIGTERM)."""
+    """Serve the dashboard until Ctrl-C / SIGTERM, or ``stop_when()`` (checked every second)."""
     import panel as pn
+    from tornado.ioloop import PeriodicCallback
 
     from jobpulse.dashboard.app import TITLE, build_app
 
@@ -196,13 +202,23 @@ def serve(
         verbose=False,
         **options,
     )
-    url = f"http://{'localhost' if host in ('0.0.0.0', '') else host}:{server.port}/"
+    loop = server.io_loop
+
+    def stop_loop(*_args: object) -> None:
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, stop_loop)
+    signal.signal(signal.SIGINT, stop_loop)
+    if stop_when is not None:
+        PeriodicCallback(lambda: loop.stop() if stop_when() else None, 1000).start()
+    url = f"http://{'localhost' if host in ('0.0.0.0', '', '::') else host}:{server.port}/"
     if on_ready is not None:
         on_ready(url)
     if show:
-        server.io_loop.add_callback(server.show, "/")
+        loop.add_callback(server.show, "/")
     try:
         server.start()
-        server.io_loop.start()
+        loop.start()
     finally:
         feed.stop()
+        server.stop()

@@ -1,0 +1,157 @@
+"""``jobpulse demo``: the whole pipeline for a person to watch, and nothing left behind.
+
+Brings the stack up (reusing what already runs), creates the topics, starts the dataflow
+(``jobpulse run``) and a synthetic producer (``jobpulse produce --synthetic``) as child
+processes, and serves the dashboard in this process. Ctrl-C (or SIGTERM, or a child dying)
+stops the children, then the Kafka/Redis processes this demo started itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import typer
+
+from jobpulse.settings import Settings
+
+#: Seconds a child gets to stop after SIGINT (the dataflow snapshots, the producer flushes).
+STOP_GRACE_S = 15.0
+
+
+def global_args(settings: Settings) -> list[str]:
+    """The ``jobpulse`` global flags that reproduce ``settings`` in a child process.
+
+    Kafka pass-through and dashboard settings travel in the inherited environment.
+    """
+    args = [
+        f"--kafka-bootstrap={settings.kafka_bootstrap}",
+        f"--redis-url={settings.redis_url}",
+        f"--offers-topic={settings.offers_topic}",
+        f"--deltas-topic={settings.deltas_topic}",
+        f"--dlq-topic={settings.dlq_topic}",
+        f"--partitions={settings.partitions}",
+        f"--redis-prefix={settings.redis_prefix}",
+        f"--state-dir={settings.state_dir}",
+        f"--window-seconds={settings.window_seconds}",
+    ]
+    if settings.professions is not None:
+        args.append(f"--professions={settings.professions}")
+    return args
+
+
+@dataclass
+class Child:
+    """A background ``jobpulse`` command with its output in a log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    @classmethod
+    def start(cls, name: str, settings: Settings, command: Sequence[str], log_dir: Path) -> Child:
+        log_path = log_dir / f"{name}.log"
+        log_file = log_path.open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobpulse", *global_args(settings), *command],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our Ctrl-C handling decides when it stops
+        )
+        return cls(name, process, log_path, log_file)
+
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"    {line}" for line in text[-lines:])
+
+    def stop(self) -> int | None:
+        """SIGINT, wait up to :data:`STOP_GRACE_S`, then SIGKILL its whole process group."""
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        # Bytewax may leave worker processes in the group: make sure none survives.
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.log_file.close()
+        return self.process.returncode
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def run(settings: Settings, *, rate: float, show: bool) -> int:
+    """Run the demo until Ctrl-C; return the exit code."""
+    from jobpulse.dashboard import server
+    from jobpulse.stack import lifecycle, topics
+
+    states, seconds = lifecycle.up(settings)
+    started = [s.name for s in states if s.state == lifecycle.STARTED]
+    typer.echo(f"stack: {', '.join(f'{s.name} {s.state}' for s in states)} ({seconds:.1f}s)")
+    children: list[Child] = []
+    failure: list[str] = []
+    try:
+        outcomes = topics.ensure_topics(settings)
+        typer.echo("topics: " + ", ".join(f"{n} {o}" for n, o in outcomes.items()))
+        log_dir = Path(settings.state_dir) / "demo"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        children.append(Child.start("dataflow", settings, ["run"], log_dir))
+        children.append(
+            Child.start(
+                "producer", settings, ["produce", "--synthetic", f"--rate={rate:g}"], log_dir
+            )
+        )
+        typer.echo(
+            f"dataflow pid {children[0].process.pid}, producer pid {children[1].process.pid} "
+            f"({rate:g} offers/s); logs in {log_dir}"
+        )
+
+        def child_failed() -> bool:
+            for child in children:
+                code = child.exited()
+                if code is not None:
+                    failure.append(
+                        f"{child.name} exited with code {code}; last lines of "
+                        f"{child.log_path}:\n{child.tail()}"
+                    )
+                    return True
+            return False
+
+        def ready(url: str) -> None:
+            typer.secho(f"\n  jobpulse dashboard: {url}\n", bold=True)
+            typer.echo("  Ctrl-C stops the dashboard, the producer and the dataflow.\n")
+
+        server.serve(settings, show=show, on_ready=ready, stop_when=child_failed)
+    finally:
+        t0 = time.monotonic()
+        for child in reversed(children):  # producer first, then the dataflow
+            code = child.stop()
+            typer.echo(f"stopped {child.name} (exit code {code})")
+        if started:
+            for state in lifecycle.down(settings, only=started):
+                typer.echo(f"stopped {state.name}")
+        typer.echo(f"demo stopped in {time.monotonic() - t0:.1f}s; nothing left running")
+    if failure:
+        typer.secho(f"jobpulse demo: {failure[0]}", err=True, fg="red")
+        return 1
+    return 0

@@ -1,0 +1,203 @@
+"""Unit tests of the dashboard's pure transforms (no Redis, no browser)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobpulse.dashboard import view_model as vm
+from jobpulse.delta import Cell
+from jobpulse.offer import UNKNOWN
+from jobpulse.store import Breakdown, PartitionProgress, WindowCounts
+
+COUNTS = {
+    "Tech": {"Europe": 5, "Asia": 2},
+    UNKNOWN: {"Europe": 9, UNKNOWN: 1},
+    "Business": {"Europe": 3, "North America": 4},
+    "Admin": {"Oceania": 7},
+}
+
+
+def test_table_rows_are_categories_by_total_with_unknown_last_then_total() -> None:
+    table = vm.table_columns(COUNTS)
+    # Tech 7 and Business 7 tie → by name; Admin 7 too; Unknown (10) is still last.
+    assert table[vm.CATEGORY_COLUMN] == ["Admin", "Business", "Tech", UNKNOWN, vm.TOTAL]
+
+
+def test_table_columns_are_fixed_continents_then_unknown() -> None:
+    table = vm.table_columns(COUNTS)
+    continents = [k for k in table if k not in (vm.CATEGORY_COLUMN, vm.TOTAL_COLUMN)]
+    assert continents == [*vm.CONTINENTS, UNKNOWN]
+    assert next(iter(table)) == vm.CATEGORY_COLUMN
+    assert list(table)[-1] == vm.TOTAL_COLUMN
+
+
+def test_table_cells_and_totals_match_the_breakdown() -> None:
+    table = vm.table_columns(COUNTS)
+    rows = table[vm.CATEGORY_COLUMN]
+    for i, category in enumerate(rows[:-1]):
+        for continent in [*vm.CONTINENTS, UNKNOWN]:
+            assert table[continent][i] == COUNTS[category].get(continent, 0)
+        assert table[vm.TOTAL_COLUMN][i] == sum(COUNTS[category].values())
+    total_row = len(rows) - 1
+    assert table["Europe"][total_row] == 5 + 9 + 3
+    assert table[UNKNOWN][total_row] == 1
+    assert table["Antarctica"][total_row] == 0
+    grand_total = sum(n for row in COUNTS.values() for n in row.values())
+    assert table[vm.TOTAL_COLUMN][total_row] == grand_total
+    assert grand_total == Breakdown(counts=COUNTS).total
+
+
+def test_unexpected_continent_gets_its_own_column_before_unknown() -> None:
+    table = vm.table_columns({"Tech": {"Atlantis": 2, UNKNOWN: 1}})
+    continents = [k for k in table if k not in (vm.CATEGORY_COLUMN, vm.TOTAL_COLUMN)]
+    assert continents[-2:] == ["Atlantis", UNKNOWN]
+    assert table["Atlantis"] == [2, 2]
+
+
+def test_zero_cells_do_not_make_rows() -> None:
+    table = vm.table_columns({"Tech": {"Europe": 0}, "Retail": {"Asia": 1}})
+    assert table[vm.CATEGORY_COLUMN] == ["Retail", vm.TOTAL]
+
+
+def test_empty_breakdown_is_a_total_row_of_zeros() -> None:
+    table = vm.table_columns({})
+    assert table[vm.CATEGORY_COLUMN] == [vm.TOTAL]
+    assert all(values == [0] for key, values in table.items() if key != vm.CATEGORY_COLUMN)
+    assert vm.stacked_bar_columns({}) == {
+        k: [] for k in ("continent", "category", "bottom", "top", "n", "color")
+    }
+    h = vm.headline(vm.Snapshot())
+    assert (h.open_offers, h.opened_last_window, h.dlq, h.window_start_ms) == (0, 0, 0, None)
+
+
+def test_stacked_bars_stack_each_continent_in_table_order() -> None:
+    bars = vm.stacked_bar_columns(COUNTS)
+    europe = [i for i, c in enumerate(bars["continent"]) if c == "Europe"]
+    assert [bars["category"][i] for i in europe] == ["Business", "Tech", UNKNOWN]
+    assert [(bars["bottom"][i], bars["top"][i]) for i in europe] == [(0, 3), (3, 8), (8, 17)]
+    # Every non-zero cell is exactly one segment, with its count as height.
+    segments = {(bars["category"][i], bars["continent"][i]): bars["n"][i] for i in europe}
+    assert segments == {
+        (cat, "Europe"): COUNTS[cat]["Europe"] for cat in ("Business", "Tech", UNKNOWN)
+    }
+    assert len(bars["n"]) == sum(1 for row in COUNTS.values() for n in row.values() if n)
+    assert all(t - b == n for b, t, n in zip(bars["bottom"], bars["top"], bars["n"], strict=True))
+
+
+def test_category_colours_are_stable_and_unknown_is_grey() -> None:
+    colors = vm.category_colors(["Tech", "Admin", UNKNOWN])
+    assert colors[UNKNOWN] == vm.UNKNOWN_COLOR
+    assert colors["Admin"] != colors["Tech"]
+    assert vm.category_colors(["Tech", "Admin"])["Tech"] == colors["Tech"]
+
+
+def test_trend_columns_sum_cells_per_continent() -> None:
+    windows = [
+        WindowCounts(60_000, {Cell("Tech", "Europe"): 2, Cell("Admin", "Europe"): 1}, {}),
+        WindowCounts(120_000, {Cell("Tech", "Asia"): 4}, {Cell("Tech", "Europe"): 3}),
+    ]
+    trend = vm.trend_columns(windows, ["Europe", "Asia", UNKNOWN])
+    assert trend["start"] == [60_000, 120_000]
+    assert trend[vm.trend_key("opened", "Europe")] == [3, 0]
+    assert trend[vm.trend_key("opened", "Asia")] == [0, 4]
+    assert trend[vm.trend_key("closed", "Europe")] == [0, 3]
+    assert trend[vm.trend_key("opened", UNKNOWN)] == [0, 0]
+    assert trend["opened"] == [3, 4]
+    assert trend["closed"] == [0, 3]
+
+
+def test_headline_uses_newest_window_and_partition_totals() -> None:
+    snapshot = vm.Snapshot(
+        breakdown=Breakdown(counts=COUNTS),
+        windows=(
+            WindowCounts(0, {Cell("Tech", "Europe"): 9}, {}),
+            WindowCounts(60_000, {Cell("Tech", "Europe"): 2}, {Cell("Tech", "Asia"): 1}),
+        ),
+        partitions={0: PartitionProgress(10, 10, 1, 2, 3), 1: PartitionProgress(5, 5, 4, 0, 0)},
+        records_per_s=12.5,
+    )
+    h = vm.headline(snapshot)
+    assert h.open_offers == 31
+    assert (h.window_start_ms, h.opened_last_window, h.closed_last_window) == (60_000, 2, 1)
+    assert (h.dlq, h.records, h.late, h.unknown_deletes) == (5, 15, 3, 2)
+    assert h.records_per_s == 12.5
+
+
+def test_partition_columns_lag_and_missing_partitions() -> None:
+    cols = vm.partition_columns({1: PartitionProgress(offset=7, records=7)}, {0: 3, 1: 10}, 3)
+    assert cols["partition"] == [0, 1, 2]
+    assert cols["offset"] == [0, 7, 0]
+    assert cols["end"] == [3, 10, None]
+    assert cols["lag"] == [3, 3, None]
+    assert vm.total_lag(cols) == 6
+    unknown = vm.partition_columns({}, None, 2)
+    assert unknown["lag"] == [None, None]
+    assert vm.total_lag(unknown) is None
+
+
+def test_records_rate_and_reset() -> None:
+    assert vm.records_rate([]) is None
+    assert vm.records_rate([(0.0, 5)]) is None
+    assert vm.records_rate([(0.0, 0), (2.0, 50), (4.0, 100)]) == 25.0
+    # The prefix was cleared: measure from the drop on.
+    assert vm.records_rate([(0.0, 500), (1.0, 10), (3.0, 30)]) == 10.0
+
+
+def test_age_text_and_updated_at_parsing() -> None:
+    assert vm.age_text(None) == "never"
+    assert vm.age_text(0.4) == "just now"
+    assert vm.age_text(12.7) == "12 s ago"
+    assert vm.age_text(600) == "10 min ago"
+    assert vm.parse_updated_at("1970-01-01T00:01:00.000Z") == 60.0
+    assert vm.parse_updated_at(None) is None
+    assert vm.parse_updated_at("not a date") is None
+
+
+def test_column_patches_only_changed_cells() -> None:
+    old = {"a": [1, 2, 3], "b": ["x", "y", "z"]}
+    new = {"a": [1, 5, 3], "b": ["x", "y", "w"]}
+    assert vm.column_patches(old, new) == {"a": [(1, 5)], "b": [(2, "w")]}
+    assert vm.column_patches(old, old) == {}
+    with pytest.raises(ValueError):
+        vm.column_patches(old, {"a": [1, 2], "b": ["x", "y"]})
+
+
+def _apply(old: dict[str, list[int]], update: vm.SeriesUpdate, rollover: int) -> dict:
+    """What a ColumnDataSource does with a patch followed by a stream."""
+    if update.replace is not None:
+        return update.replace
+    data = {k: list(v) for k, v in old.items()}
+    for column, changes in update.patches.items():
+        for i, value in changes:
+            data[column][i] = value
+    for column, values in update.stream.items():
+        data[column] = (data[column] + list(values))[-rollover:]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"start": [], "v": []}, {"start": [1, 2], "v": [5, 6]}),  # first windows
+        ({"start": [1, 2], "v": [5, 6]}, {"start": [1, 2], "v": [5, 7]}),  # current window grows
+        ({"start": [1, 2, 3], "v": [1, 2, 3]}, {"start": [2, 3, 4], "v": [2, 9, 4]}),  # rolls
+        ({"start": [1, 2], "v": [1, 2]}, {"start": [1, 2, 3], "v": [1, 2, 3]}),  # grows
+    ],
+)
+def test_series_update_patches_and_streams(old: dict, new: dict) -> None:
+    update = vm.series_update(old, new, key="start", rollover=3)
+    assert update.replace is None
+    assert _apply(old, update, rollover=3) == new
+
+
+def test_series_update_sends_only_changes() -> None:
+    old = {"start": [1, 2, 3], "v": [1, 2, 3]}
+    update = vm.series_update(old, {"start": [2, 3, 4], "v": [2, 9, 4]}, key="start", rollover=3)
+    assert update.patches == {"v": [(2, 9)]}
+    assert update.stream == {"start": [4], "v": [4]}
+
+
+def test_series_update_replaces_on_reset() -> None:
+    old = {"start": [5, 6, 7], "v": [1, 2, 3]}
+    new = {"start": [1], "v": [1]}
+    assert vm.series_update(old, new, key="start", rollover=3).replace == new
