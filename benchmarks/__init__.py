@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers (run one with ``python -m benchmarks.<name>``)."""
