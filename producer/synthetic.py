@@ -2,7 +2,8 @@
 
 Each record is one of four lifecycle kinds:
 
-- ``new``: a new open offer — office at a populated place (:mod:`.places`), a category drawn
+- ``new``: a new open offer — office at a populated place (:mod:`.places`: every continent,
+  weighted by the density of populated places), a category drawn
   from a skewed (Zipf-like) distribution over the 7 WTTJ categories, a contract type drawn
   with the public data set's frequencies;
 - ``resend``: an open offer sent again unchanged (producers re-send; counts must not move);
@@ -26,7 +27,7 @@ from enum import StrEnum
 
 from jobpulse.errors import UsageError
 from jobpulse.offer import Offer, Op
-from jobpulse.producer.places import Place, pick_place
+from jobpulse.producer.places import Place, PlaceSampler
 
 #: The WTTJ categories, most frequent first (ranking of the public data set's offers).
 CATEGORIES: tuple[str, ...] = (
@@ -161,9 +162,7 @@ class SyntheticStream:
         lifecycle: Lifecycle | None = None,
         id_prefix: str | None = None,
     ) -> None:
-        if not places:
-            raise UsageError("no places to draw offices from")
-        self.places = tuple(places)
+        self.places = PlaceSampler(places)
         self.seed = seed
         self.lifecycle = lifecycle or Lifecycle()
         #: Ids are ``syn-<seed>-<n>``: different seeds never collide on one topic.
@@ -203,7 +202,7 @@ class SyntheticStream:
 
     def _new_offer(self, rng: random.Random, offer_id: str) -> Offer:
         category = None if rng.random() < NO_CATEGORY_SHARE else self._category(rng)
-        place = None if rng.random() < NO_LOCATION_SHARE else pick_place(self.places, rng)
+        place = None if rng.random() < NO_LOCATION_SHARE else self.places.pick(rng)
         contract = CONTRACT_TYPES[_draw(self._contract_cum, rng)][0]
         titles = TITLES.get(category or "", _UNTITLED)
         title = titles[rng.randrange(len(titles))]
@@ -219,7 +218,7 @@ class SyntheticStream:
     def _moved(self, rng: random.Random, offer: Offer) -> Offer:
         """The offer with a new office (half the moves) or a different category."""
         if rng.random() < 0.5:
-            place = pick_place(self.places, rng)
+            place = self.places.pick(rng)
             return replace(offer, latitude=place.latitude, longitude=place.longitude)
         others = [c for c in CATEGORIES if c != offer.category]
         return replace(offer, category=others[rng.randrange(len(others))])

@@ -9,10 +9,18 @@ from itertools import islice
 
 import pytest
 
+from jobpulse.dataflows.geocoding import CONTINENTS, continent_of
 from jobpulse.errors import UsageError
 from jobpulse.offer import Offer, Op
 from jobpulse.producer.delivery import Pacer, PlainProgress, progress_line
-from jobpulse.producer.places import PLACES_FILE_NAME, load_places, parse_places, places_file
+from jobpulse.producer.places import (
+    PLACES_FILE_NAME,
+    PlaceSampler,
+    continent_weights,
+    load_places,
+    parse_places,
+    places_file,
+)
 from jobpulse.producer.synthetic import (
     CATEGORIES,
     Kind,
@@ -138,23 +146,26 @@ def test_categories_are_skewed_zipf_like(places: tuple) -> None:
     assert 0 < sum(o.latitude is None for o in news) < 0.03 * len(news)
 
 
-def test_offices_land_on_every_inhabited_continent(places: tuple) -> None:
-    """Coarse boxes, independent of the dataflow's country table (which the e2e test uses)."""
-    news = [r.offer for r in take(places, 5_000, seed=11, lifecycle=Lifecycle(0, 0, 0))]
-    points = [(o.latitude, o.longitude) for o in news if o.latitude is not None]
-    boxes = {
-        "Oceania": lambda la, lo: la < -10 and lo > 110,
-        "South America": lambda la, lo: la < 12 and -82 < lo < -34,
-        "Africa": lambda la, lo: -35 < la < 30 and -18 < lo < 50 and not (la > 12 and lo > 35),
-        "Europe": lambda la, lo: la > 36 and -10 < lo < 30,
-        "Asia": lambda la, lo: la > 0 and 70 < lo < 145,
-        "North America": lambda la, lo: la > 15 and -170 < lo < -52,
-    }
-    hits = {name: sum(inside(la, lo) for la, lo in points) for name, inside in boxes.items()}
-    assert all(n > 0 for n in hits.values()), hits
-    # Every office is one of the listed places, exactly.
-    coordinates = {(p.latitude, p.longitude) for p in places}
-    assert all(point in coordinates for point in points)
+def test_offices_land_on_every_continent_with_the_place_weights(places: tuple) -> None:
+    """Continents via the dataflow's own country table: all seven, in the documented shares."""
+    news = [r.offer for r in take(places, 20_000, seed=11, lifecycle=Lifecycle(0, 0, 0))]
+    country_of = {(p.latitude, p.longitude): p.country_code for p in places}
+    located = [(o.latitude, o.longitude) for o in news if o.latitude is not None]
+    assert all(point in country_of for point in located)  # offices sit exactly on places
+    counts = Counter(continent_of(country_of[point]) for point in located)
+    assert set(counts) == set(CONTINENTS)
+    weights = PlaceSampler(places).weights
+    for continent, weight in weights.items():
+        tolerance = 5 * math.sqrt(len(located) * weight * (1 - weight))
+        assert abs(counts[continent] - len(located) * weight) <= tolerance, continent
+
+
+def test_continent_weights_follow_place_counts_with_a_floor() -> None:
+    weights = continent_weights({"Europe": 900, "Asia": 99, "Antarctica": 1}, min_share=0.05)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["Antarctica"] == pytest.approx(0.05 / (0.9 + 0.099 + 0.05))
+    assert weights["Europe"] / weights["Asia"] == pytest.approx(900 / 99)
+    assert continent_weights({"Europe": 3, "Asia": 1}, 0.0) == {"Europe": 0.75, "Asia": 0.25}
 
 
 def test_pacer_absolute_schedule() -> None:
