@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -183,7 +184,7 @@ def _produce_synthetic(
         sender,
         rate=rate,
         duration=duration,
-        total=count,
+        total=count or (math.ceil(rate * duration) if rate and duration else None),
         progress=default_progress(),
     )
     mix = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))

@@ -32,6 +32,7 @@ from jobpulse.settings import Settings
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
+    from rich.console import Console
 
 #: Tuning defaults; JOBPULSE_KAFKA__* pass-through settings override them.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -230,7 +231,7 @@ def progress_line(sent: int, delivered: int, failed: int, rate: float, total: in
 class RichProgress:
     """A live progress bar (records sent, rate, ETA) on a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -250,7 +251,7 @@ class RichProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console or Console(stderr=True),
             transient=False,
         )
         self._task: Any = None

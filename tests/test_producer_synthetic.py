@@ -12,7 +12,7 @@ import pytest
 from jobpulse.dataflows.geocoding import CONTINENTS, continent_of
 from jobpulse.errors import UsageError
 from jobpulse.offer import Offer, Op
-from jobpulse.producer.delivery import Pacer, PlainProgress, progress_line
+from jobpulse.producer.delivery import Pacer, PlainProgress, RichProgress, progress_line
 from jobpulse.producer.places import (
     PLACES_FILE_NAME,
     PlaceSampler,
@@ -194,3 +194,15 @@ def test_plain_progress_lines() -> None:
     assert (
         progress_line(7, 7, 0, 3.0, None) == "produce: sent 7, 3 records/s, delivered 7, failed 0"
     )
+
+
+def test_rich_progress_bar_shows_count_rate_and_failures() -> None:
+    from rich.console import Console
+
+    out = io.StringIO()
+    bar = RichProgress(Console(file=out, force_terminal=True, width=120))
+    bar.start(total=1000)
+    bar.update(250, 240, 3)
+    bar.finish()
+    text = out.getvalue()
+    assert "250/1000" in text and "records/s" in text and "failed 3" in text
