@@ -96,7 +96,6 @@ class DashboardSession:
             sortable=False,
             reorderable=False,
             selectable=False,
-            autosize_mode="force_fit",
             sizing_mode="stretch_width",
             height=330,
             row_height=28,
@@ -132,7 +131,6 @@ class DashboardSession:
             index_position=None,
             sortable=False,
             selectable=False,
-            autosize_mode="force_fit",
             sizing_mode="stretch_width",
             height=min(60 + 26 * max(settings.partitions, 1), 400),
             row_height=26,
@@ -250,15 +248,15 @@ class DashboardSession:
             self.continents = continents
             self.table.columns = self._table_columns()
             self.bars.x_range.factors = continents
-        _update_source(self.table_source, vm.table_columns(counts))
+        if _update_source(self.table_source, vm.table_columns(counts)):
+            _refresh_table(self.table)
         _update_source(self.bar_source, vm.stacked_bar_columns(counts))
         self._apply_trends(snapshot.windows)
-        _update_source(
-            self.partition_source,
-            vm.partition_columns(
-                snapshot.partitions, snapshot.high_watermarks, self.settings.partitions
-            ),
+        partitions = vm.partition_columns(
+            snapshot.partitions, snapshot.high_watermarks, self.settings.partitions
         )
+        if _update_source(self.partition_source, partitions):
+            _refresh_table(self.partition_table)
         _set_text(self.cards, headline_html(vm.headline(snapshot)))
         _set_text(self.status, status_html(snapshot, self.settings, time.time()))
         _set_text(self.empty_note, "" if counts else "No open offers yet.")
@@ -282,14 +280,29 @@ class DashboardSession:
             self.trend_source.stream(update.stream, rollover=len(new["start"]))
 
 
-def _update_source(source: ColumnDataSource, new: vm.Columns) -> None:
-    """Patch the changed cells, or swap the data when rows or columns changed."""
+def _update_source(source: ColumnDataSource, new: vm.Columns) -> bool:
+    """Patch the changed cells, or swap the data when rows or columns changed.
+
+    Returns whether anything changed.
+    """
     if vm.same_shape(source.data, new):
         patches = vm.column_patches(source.data, new)
         if patches:
             source.patch(patches)
-    else:
-        source.data = new
+        return bool(patches)
+    source.data = new
+    return True
+
+
+def _refresh_table(table: DataTable) -> None:
+    """Make the browser redraw a DataTable whose source changed.
+
+    BokehJS's DataTable redraws only when its CDSView's indices change, so a patch or a data
+    swap of the same length leaves stale cells on screen (bokeh/bokeh#13859); any change
+    of a table property makes it redraw from the (already updated) source. ``tags`` is
+    sent as a tiny property change; the data itself went as the patch.
+    """
+    table.tags = [int(table.tags[0]) + 1 if table.tags else 1]
 
 
 def _set_text(div: Div, text: str) -> None:
