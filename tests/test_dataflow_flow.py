@@ -1,0 +1,159 @@
+"""The whole flow with bytewax.testing sources and sinks: no Kafka or Redis needed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSource, cluster_main, run_main
+from test_dataflow_scenario import DELETE, PROFESSION_CATEGORIES, Step, expected, scenario
+
+from jobpulse.dataflows.dlq import REASON, header_map
+from jobpulse.dataflows.flow import FlowSinks, build_flow
+from jobpulse.dataflows.items import CellUpdate, RawChunk
+from jobpulse.delta import Cell, Delta, fold
+from jobpulse.settings import Settings
+from jobpulse.store import PartitionProgress
+
+SETTINGS = Settings(offers_topic="offers", window_seconds=60)
+T0 = 1_764_064_800_000  # 2025-11-25T10:00:00Z, a window start
+
+
+class ListSink:
+    """A TestingSink-compatible sink list per output (shared across workers and runs)."""
+
+    def __init__(self) -> None:
+        from bytewax.testing import TestingSink
+
+        self.deltas: list[Any] = []
+        self.dlq: list[Any] = []
+        self.redis: list[Any] = []
+        self.sinks = FlowSinks(
+            TestingSink(self.deltas), TestingSink(self.dlq), TestingSink(self.redis)
+        )
+
+    def delta_messages(self) -> list[Delta]:
+        return [Delta.from_json(value) for batch in self.deltas for _, value, _ in batch]
+
+    def final_cells(self) -> dict[Cell, int]:
+        """The last absolute value written per cell (what Redis holds), zeros dropped."""
+        cells: dict[Cell, int] = {}
+        for _, value in self.redis:
+            if isinstance(value, CellUpdate):
+                cells[value.cell] = value.count
+        return {c: n for c, n in cells.items() if n}
+
+    def final_progress(self) -> dict[int, PartitionProgress]:
+        return {int(k): v for k, v in self.redis if isinstance(v, PartitionProgress)}
+
+    def final_windows(self) -> dict[tuple[int, Cell], tuple[int, int]]:
+        windows: dict[tuple[int, Cell], tuple[int, int]] = {}
+        for _, value in self.redis:
+            if isinstance(value, CellUpdate):
+                for start, counts in value.windows.items():
+                    windows[(start, value.cell)] = counts
+        return windows
+
+
+def _chunks(steps: list[Step], partitions: int = 3, per_chunk: int = 4) -> list[RawChunk]:
+    """Spread the steps over partitions by key (like Kafka), keeping order within a partition."""
+    by_partition: dict[int, list[Any]] = {}
+    for step in steps:
+        partition = sum(step.key or b"") % partitions
+        records = by_partition.setdefault(partition, [])
+        records.append((len(records), T0 + len(records) * 1000, step.key, step.value, None))
+    chunks = []
+    for partition, records in sorted(by_partition.items()):
+        for i in range(0, len(records), per_chunk):
+            chunks.append(RawChunk(partition, records[i : i + per_chunk]))
+    # Interleave partitions the way a consumer would see them.
+    return sorted(chunks, key=lambda c: (c.records[0][0], c.partition))
+
+
+def _flow(chunks: list[Any], out: ListSink) -> Any:
+    return build_flow(SETTINGS, TestingSource(chunks), out.sinks, PROFESSION_CATEGORIES)
+
+
+def test_scenario_gives_exact_counts_deltas_dlq_and_progress() -> None:
+    steps = scenario()
+    want = expected(steps)
+    chunks = _chunks(steps)
+    out = ListSink()
+    run_main(_flow(chunks, out))
+
+    assert out.final_cells() == want.counts
+    deltas = out.delta_messages()
+    assert fold(deltas) == want.counts
+    assert len({d.event_id for d in deltas}) == len(deltas)
+    assert sum(d.action == "increment" for d in deltas) == want.increments
+    assert sum(d.action == "decrement" for d in deltas) == want.decrements
+
+    dlq = [message for batch in out.dlq for message in batch]
+    got = sorted((k or b"", v or b"", header_map(h)[REASON].decode()) for k, v, h in dlq)
+    assert got == sorted((s.key or b"", s.value or b"", str(s.expect)) for s in want.rejected)
+
+    progress = out.final_progress()
+    assert sum(p.records for p in progress.values()) == len(steps)
+    assert sum(p.dlq for p in progress.values()) == len(want.rejected)
+    assert sum(p.unknown_deletes for p in progress.values()) == want.unknown_deletes
+    ends = {c.partition: c.records[-1][0] + 1 for c in chunks}
+    assert {p: pr.offset for p, pr in progress.items()} == ends
+
+
+def test_windows_count_opened_and_closed_per_cell() -> None:
+    steps = scenario()
+    want = expected(steps)
+    out = ListSink()
+    run_main(_flow(_chunks(steps), out))
+    windows = out.final_windows()
+    opened = sum(o for o, _ in windows.values())
+    closed = sum(c for _, c in windows.values())
+    late = sum(p.late for p in out.final_progress().values())
+    # Every delta is in a window or counted late, never dropped.
+    assert (opened + closed + late) == (want.increments + want.decrements)
+    # The first offer's published_at (a year after the records' timestamps) opens its window;
+    # the offer that moves into the same cell later, at a record timestamp a year older, is
+    # older than the cell's retention: late.
+    published = int(datetime(2026, 11, 25, 10, 0, tzinfo=UTC).timestamp() * 1000)
+    assert windows[(published, Cell("Tech", "Europe"))] == (1, 0)
+    assert late == 1
+
+
+def test_two_workers_give_the_same_counts() -> None:
+    steps = scenario()
+    out = ListSink()
+    cluster_main(_flow(_chunks(steps), out), [], 0, worker_count_per_proc=2)
+    assert out.final_cells() == expected(steps).counts
+    assert fold(out.delta_messages()) == expected(steps).counts
+
+
+def test_abort_and_resume_from_the_recovery_store_is_exact(tmp_path: Path) -> None:
+    steps = scenario() + scenario("t") + scenario("u")
+    want = expected(steps)
+    chunks = _chunks(steps, per_chunk=2)
+    aborted = [*chunks[: len(chunks) // 2], TestingSource.ABORT(), *chunks[len(chunks) // 2 :]]
+    init_db_dir(tmp_path, 2)
+    recovery = RecoveryConfig(str(tmp_path))
+    out = ListSink()
+    flow = _flow(aborted, out)
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    written_before_resume = len(out.delta_messages())
+    assert written_before_resume > 0
+    assert out.final_cells() != want.counts  # stopped half way
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    assert out.final_cells() == want.counts
+    deltas = out.delta_messages()
+    assert fold(deltas) == want.counts  # de-duplicated by event id
+    assert sum(p.records for p in out.final_progress().values()) == len(steps)
+
+
+@pytest.mark.parametrize("resends", [1, 3])
+def test_replaying_the_same_records_changes_nothing(resends: int) -> None:
+    """A producer that re-sends its whole history (new offsets) leaves the counts unchanged."""
+    steps = [s for s in scenario() if s.expect != DELETE]
+    out = ListSink()
+    run_main(_flow(_chunks(steps * resends), out))
+    assert out.final_cells() == expected(steps).counts

@@ -1,0 +1,94 @@
+"""Every reason a record goes to the dead-letter topic, and the DLQ headers built for it."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from jobpulse.dataflows.dlq import (
+    EXCEPTION_CLASS,
+    EXCEPTION_MESSAGE,
+    OFFSET,
+    PARTITION,
+    REASON,
+    TOPIC,
+    dlq_headers,
+    header_map,
+)
+from jobpulse.offer import InvalidOffer, Op, Reason, parse_offer
+
+#: (key, value, expected reason): one or more malformed records per reason.
+MALFORMED: list[tuple[bytes | None, bytes | None, Reason]] = [
+    (b"o-1", b"{not json", Reason.NOT_JSON),
+    (b"o-1", None, Reason.NOT_JSON),
+    (b"o-1", b"\xff\xfe", Reason.NOT_JSON),
+    (b"o-1", b"[1, 2]", Reason.NOT_OBJECT),
+    (b"o-1", b'"o-1"', Reason.NOT_OBJECT),
+    (b"o-1", b"{}", Reason.MISSING_ID),
+    (b"o-1", b'{"id": ""}', Reason.MISSING_ID),
+    (b"o-1", b'{"id": "o-2"}', Reason.KEY_MISMATCH),
+    (b"o-1", b'{"id": "o-1", "op": "archive"}', Reason.UNKNOWN_OP),
+    (b"o-1", b'{"id": 1}', Reason.WRONG_TYPE),
+    (b"o-1", b'{"id": "o-1", "category": 5}', Reason.WRONG_TYPE),
+    (b"o-1", b'{"id": "o-1", "profession_id": "7"}', Reason.WRONG_TYPE),
+    (b"o-1", b'{"id": "o-1", "profession_id": true}', Reason.WRONG_TYPE),
+    (b"o-1", b'{"id": "o-1", "latitude": 48.8}', Reason.HALF_COORDINATES),
+    (b"o-1", b'{"id": "o-1", "longitude": 2.3}', Reason.HALF_COORDINATES),
+    (b"o-1", b'{"id": "o-1", "latitude": "48.8", "longitude": 2.3}', Reason.BAD_COORDINATE),
+    (b"o-1", b'{"id": "o-1", "latitude": true, "longitude": 2.3}', Reason.BAD_COORDINATE),
+    # NaN and overflowing numbers are not JSON (RFC 8259), so they never reach the range check.
+    (b"o-1", b'{"id": "o-1", "latitude": NaN, "longitude": 2.3}', Reason.NOT_JSON),
+    (b"o-1", b'{"id": "o-1", "latitude": 1e999, "longitude": 2.3}', Reason.NOT_JSON),
+    (b"o-1", b'{"id": "o-1", "latitude": 90.5, "longitude": 2.3}', Reason.COORDINATE_OUT_OF_RANGE),
+    (b"o-1", b'{"id": "o-1", "latitude": 0, "longitude": -180.1}', Reason.COORDINATE_OUT_OF_RANGE),
+    (b"o-1", b'{"id": "o-1", "published_at": "yesterday"}', Reason.BAD_TIMESTAMP),
+    (b"o-1", b'{"id": "o-1", "published_at": "2026-11-25T10:00:00"}', Reason.BAD_TIMESTAMP),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "reason"), MALFORMED)
+def test_malformed_record_is_rejected_with_its_reason(
+    key: bytes | None, value: bytes | None, reason: Reason
+) -> None:
+    with pytest.raises(InvalidOffer) as caught:
+        parse_offer(key, value)
+    assert caught.value.reason is reason
+
+
+def test_every_reason_is_exercised() -> None:
+    assert {reason for _, _, reason in MALFORMED} == set(Reason)
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "op", "has_coordinates"),
+    [
+        (b"o-1", {"id": "o-1"}, Op.UPSERT, False),
+        (None, {"id": "o-1", "category": "Tech"}, Op.UPSERT, False),
+        (b"o-1", {"id": "o-1", "op": "delete"}, Op.DELETE, False),
+        (b"o-1", {"id": "o-1", "latitude": -90, "longitude": 180}, Op.UPSERT, True),
+        (b"o-1", {"id": "o-1", "latitude": None, "longitude": None}, Op.UPSERT, False),
+    ],
+)
+def test_valid_records_parse(
+    key: bytes | None, body: dict[str, object], op: Op, has_coordinates: bool
+) -> None:
+    offer = parse_offer(key, orjson.dumps(body))
+    assert offer.id == "o-1"
+    assert offer.op is op
+    assert offer.has_coordinates is has_coordinates
+
+
+def test_dlq_headers_follow_kafka_connect_and_keep_the_original_headers() -> None:
+    with pytest.raises(InvalidOffer) as caught:
+        parse_offer(b"o-1", b'{"id": "o-1", "op": "archive"}')
+    headers = dlq_headers("offers", 7, 1234, caught.value, [("trace", b"abc")])
+    by_name = header_map(headers)
+    assert by_name[TOPIC] == b"offers"
+    assert by_name[PARTITION] == b"7"
+    assert by_name[OFFSET] == b"1234"
+    assert by_name[REASON] == b"unknown_op"
+    assert by_name[EXCEPTION_CLASS] == b"jobpulse.offer.InvalidOffer"
+    assert by_name[EXCEPTION_MESSAGE].startswith(b"unknown_op: ")
+    assert b"archive" in by_name[EXCEPTION_MESSAGE]
+    assert headers[-1] == ("trace", b"abc")
+    assert all(name.startswith("__connect.errors.") for name, _ in headers[:-1])
