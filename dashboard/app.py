@@ -145,15 +145,17 @@ class DashboardSession:
             TableColumn(
                 field=vm.CATEGORY_COLUMN,
                 title="Category",
-                width=170,
+                width=150,
                 formatter=StringFormatter(font_style="bold"),
             )
         ]
         columns += [
-            TableColumn(field=c, title=SHORT_NAMES.get(c, c), formatter=COUNT, width=80)
+            TableColumn(field=c, title=SHORT_NAMES.get(c, c), formatter=COUNT, width=82)
             for c in self.continents
         ]
-        columns.append(TableColumn(field=vm.TOTAL_COLUMN, title="Total", formatter=BOLD_COUNT))
+        columns.append(
+            TableColumn(field=vm.TOTAL_COLUMN, title="Total", formatter=BOLD_COUNT, width=70)
+        )
         return columns
 
     def _bar_figure(self) -> Any:
@@ -195,14 +197,17 @@ class DashboardSession:
             name=f"{kind}-trend",
         )
         for continent in self.continents:
-            fig.line(
-                x="start",
-                y=vm.trend_key(kind, continent),
-                source=self.trend_source,
-                color=vm.CONTINENT_COLORS.get(continent, vm.UNKNOWN_COLOR),
-                line_width=2,
-                legend_label=continent,
-            )
+            style = {
+                "x": "start",
+                "y": vm.trend_key(kind, continent),
+                "source": self.trend_source,
+                "color": vm.CONTINENT_COLORS.get(continent, vm.UNKNOWN_COLOR),
+                "legend_label": continent,
+            }
+            fig.line(line_width=2, **style)
+            fig.scatter(size=5, **style)  # a lone window is a point, not an invisible line
+        # With one window the axis would span microseconds: show ten windows at least.
+        fig.x_range.default_span = 10 * self.settings.window_seconds * 1000
         fig.y_range.start = 0
         fig.legend.location = "top_left"
         fig.legend.label_text_font_size = "10px"
