@@ -1,0 +1,243 @@
+"""``jobpulse run`` against the real Kafka and Redis: exact counts, DLQ, verify, workers, crash."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from conftest import REPO, clean_env, settings_env
+from test_dataflow_scenario import (
+    CAIRO,
+    HONOLULU,
+    NEW_YORK,
+    PARIS,
+    SAO_PAULO,
+    SYDNEY,
+    TOKYO,
+    Step,
+    expected,
+    scenario,
+    write_professions,
+)
+
+from jobpulse.dataflows.dlq import OFFSET, PARTITION, REASON, TOPIC, header_map
+from jobpulse.dataflows.verify import read_deltas
+from jobpulse.delta import Cell, fold
+from jobpulse.settings import Settings
+from jobpulse.stack import topics
+from jobpulse.store import Store, totals
+
+pytestmark = pytest.mark.integration
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def produce(settings: Settings, steps: list[Step]) -> None:
+    failures: list[str] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    producer = Producer(
+        settings.kafka_client_config(**{"enable.idempotence": True, "linger.ms": 5})
+    )
+    for i, step in enumerate(steps):
+        producer.produce(settings.offers_topic, step.value, step.key, on_delivery=delivered)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    assert failures == []
+
+
+def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None, dict]]:
+    """Every record of ``topic`` as (key, value, headers), up to the current end."""
+    consumer = Consumer(
+        settings.kafka_client_config(**{"group.id": "t", "enable.auto.commit": False})
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {}
+        assignment = []
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, low))
+        consumer.assign(assignment)
+        records = []
+        deadline = time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is None and message.partition() in ends:
+                    records.append((message.key(), message.value(), header_map(message.headers())))
+                    if message.offset() + 1 >= ends[message.partition()]:
+                        del ends[message.partition()]
+        assert not ends, f"could not read {topic} to the end"
+        return records
+    finally:
+        consumer.close()
+
+
+def with_professions(settings: Settings, tmp_path: Path) -> Settings:
+    return settings.with_overrides(professions=write_professions(tmp_path))
+
+
+def check_scenario_outcome(settings: Settings, steps: list[Step], cli: Cli) -> None:
+    want = expected(steps)
+    store = Store.connect(settings)
+    assert store.cells() == want.counts
+
+    deltas = read_deltas(settings)
+    distinct = {d.event_id: d for d in deltas}
+    assert fold(deltas) == want.counts
+    assert sum(d.action == "increment" for d in distinct.values()) == want.increments
+    assert sum(d.action == "decrement" for d in distinct.values()) == want.decrements
+
+    dlq = read_topic(settings, settings.dlq_topic)
+    got = sorted((k or b"", v or b"", h[REASON].decode()) for k, v, h in dlq)
+    assert got == sorted((s.key or b"", s.value or b"", str(s.expect)) for s in want.rejected)
+    assert all(h[TOPIC] == settings.offers_topic.encode() for _, _, h in dlq)
+    assert len({(h[PARTITION], h[OFFSET]) for _, _, h in dlq}) == len(want.rejected)
+
+    progress = totals(store.partitions().values())
+    assert progress.records == len(steps)
+    assert progress.offset == len(steps)
+    assert progress.dlq == len(want.rejected)
+    assert progress.unknown_deletes == want.unknown_deletes
+
+    verified = cli(settings, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    shown = cli(settings, "breakdown", "--json")
+    assert shown.returncode == 0, shown.stderr
+    body = orjson.loads(shown.stdout)
+    assert body["total"] == sum(want.counts.values())
+    assert body["counts"]["Tech"]["Europe"] == want.counts[Cell("Tech", "Europe")]
+
+
+def test_scenario_once_gives_exact_counts_topic2_dlq_and_verify(
+    settings: Settings, cli: Cli, tmp_path: Path
+) -> None:
+    settings = with_professions(settings, tmp_path)
+    steps = scenario()
+    produce(settings, steps)
+    result = cli(settings, "run", "--once")
+    assert result.returncode == 0, result.stderr
+    check_scenario_outcome(settings, steps, cli)
+
+    # Running again resumes at the end: nothing is read or counted twice.
+    again = cli(settings, "run", "--once")
+    assert again.returncode == 0, again.stderr
+    assert "processed 0 records" in again.stderr
+    assert Store.connect(settings).cells() == expected(steps).counts
+
+    table = cli(settings, "breakdown")
+    assert table.returncode == 0
+    assert "Total" in table.stdout and "Oceania" in table.stdout
+
+
+@pytest.mark.partitions(4)
+def test_two_processes_of_two_workers_give_identical_counts(
+    settings: Settings, cli: Cli, tmp_path: Path
+) -> None:
+    settings = with_professions(settings, tmp_path)
+    steps = scenario("a") + scenario("b") + scenario("c")
+    produce(settings, steps)
+    result = cli(settings, "run", "--once", "--processes", "2", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    check_scenario_outcome(settings, steps, cli)
+
+
+def synthetic_steps(count: int, seed: int) -> list[Step]:
+    """A seeded stream of upserts, re-sends, moves and deletes over places of known continent."""
+    rng = random.Random(seed)
+    places = [PARIS, TOKYO, SYDNEY, CAIRO, SAO_PAULO, NEW_YORK, HONOLULU]
+    categories = ["Tech", "Retail", "Business", "Créa"]
+    open_offers: list[str] = []
+    steps: list[Step] = []
+    for n in range(count):
+        roll = rng.random()
+        if open_offers and roll < 0.15:
+            offer_id = open_offers.pop(rng.randrange(len(open_offers)))
+            steps.append(
+                Step(offer_id.encode(), orjson.dumps({"id": offer_id, "op": "delete"}), "delete")
+            )
+            continue
+        if open_offers and roll < 0.35:
+            offer_id = rng.choice(open_offers)  # a re-send or a move
+        else:
+            offer_id = f"x-{n}"
+            open_offers.append(offer_id)
+        lat, lon, continent = rng.choice(places)
+        category = rng.choice(categories)
+        body = {"id": offer_id, "category": category, "latitude": lat, "longitude": lon}
+        steps.append(Step(offer_id.encode(), orjson.dumps(body), Cell(category, continent)))
+    return steps
+
+
+def start_run(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobpulse", "run", *args],
+        env=clean_env(settings_env(settings)),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.partitions(6)
+def test_kill_9_and_resume_equals_a_from_scratch_recount(settings: Settings, cli: Cli) -> None:
+    count = 80_000
+    steps = synthetic_steps(count, seed=7)
+    want = expected(steps)
+    produce(settings, steps)
+    store = Store.connect(settings)
+
+    rng = random.Random()
+    kill_after = int(count * rng.uniform(0.15, 0.6))
+    process = start_run(settings, "--once", "--snapshot-interval", "0.5")
+    deadline = time.monotonic() + 120
+    while totals(store.partitions().values()).records < kill_after:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "the dataflow made no progress"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    at_kill = totals(store.partitions().values()).records
+    assert at_kill < count, "the dataflow finished before the kill: nothing was tested"
+
+    resumed = cli(settings, "run", "--once", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert store.cells() == want.counts
+    progress = totals(store.partitions().values())
+    assert progress.records == count
+    assert progress.unknown_deletes == want.unknown_deletes
+    verified = cli(settings, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    # A from-scratch recount of the same offers (fresh Redis prefix, recovery store and
+    # deltas topic) gives the same Redis content.
+    fresh = settings.with_overrides(
+        redis_prefix=settings.redis_prefix + "-recount",
+        deltas_topic=settings.deltas_topic + ".recount",
+    )
+    topics.ensure_topics(fresh, [fresh.deltas_topic])
+    try:
+        recount = cli(fresh, "run", "--once", timeout=300)
+        assert recount.returncode == 0, recount.stderr
+        assert Store.connect(fresh).cells() == store.cells()
+        assert Store.connect(fresh).windows(last=1000) == store.windows(last=1000)
+    finally:
+        topics.delete_topics(fresh, [fresh.deltas_topic])
+        Store.connect(fresh).clear()
