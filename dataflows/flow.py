@@ -19,12 +19,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from jobpulse.delta import Action, Cell, Delta, event_id
+from jobpulse.delta import Cell
 from jobpulse.offer import UNKNOWN, InvalidOffer, Op, format_rfc3339, parse_offer
 from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress
@@ -169,15 +170,17 @@ class Enricher:
                 else:
                     continent = next(continents) if offer.latitude is not None else UNKNOWN
                     category = category_of(offer.category, offer.profession_id, professions)
-                    cell = self._intern(Cell(category, continent))
+                    cell = self._intern(category, continent)
                     records.append((offset, event_ms, offer.id, UPSERT, cell))
             out.append((str(partition), EnrichedChunk(partition, records)))
         return out
 
-    def _intern(self, cell: Cell) -> Cell:
-        shared = self.cells.get(cell)
+    def _intern(self, category: str, continent: str) -> Cell:
+        # A plain tuple finds the equal Cell key without building a Cell first.
+        shared = self.cells.get((category, continent))  # type: ignore[call-overload]
         if shared is not None:
             return shared
+        cell = Cell(category, continent)
         if len(self.cells) < self.MAX_INTERNED:
             self.cells[cell] = cell
         return cell
@@ -208,27 +211,44 @@ class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
 
 
 class DeltaSerializer:
-    """State outputs → one list of deltas-topic messages (key offer id, JSON Delta)."""
+    """State outputs → one list of deltas-topic messages (key offer id, JSON Delta).
+
+    Builds the same bytes as :meth:`jobpulse.delta.Delta.to_json` (a test holds them equal)
+    without a Delta object per message, and formats each event-time second once.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.offers_topic
+        self.seconds: dict[int, str] = {}
 
     def __call__(self, items: list[tuple[str, StateOutput]]) -> list[list[OutMessage]]:
         messages: list[OutMessage] = []
-        topic = self.topic
+        append = messages.append
+        dumps = orjson.dumps
+        prefix = self.topic
         for _, output in items:
-            partition = output.partition
+            partition_prefix = f"{prefix}/{output.partition}/"
             for sign, cell, offer_id, offset, index, event_ms in output.deltas:
-                delta = Delta(
-                    action=Action.INCREMENT if sign > 0 else Action.DECREMENT,
-                    category=cell.category,
-                    continent=cell.continent,
-                    offer_id=offer_id,
-                    event_id=event_id(topic, partition, offset, index),
-                    ts=format_rfc3339(event_ms),
-                )
-                messages.append((delta.key(), delta.to_json(), None))
+                body = {
+                    "action": "increment" if sign > 0 else "decrement",
+                    "category": cell[0],
+                    "continent": cell[1],
+                    "offer_id": offer_id,
+                    "event_id": f"{partition_prefix}{offset}/{index}",
+                    "ts": self.timestamp(event_ms),
+                }
+                append((offer_id.encode(), dumps(body), None))
         return [messages] if messages else []
+
+    def timestamp(self, event_ms: int) -> str:
+        """:func:`jobpulse.offer.format_rfc3339`, memoised per second."""
+        seconds, millis = divmod(event_ms, 1000)
+        text = self.seconds.get(seconds)
+        if text is None:
+            if len(self.seconds) > 100_000:
+                self.seconds.clear()
+            text = self.seconds[seconds] = format_rfc3339(seconds * 1000)[:-5]
+        return f"{text}.{millis:03d}Z"
 
 
 # -- counting ----------------------------------------------------------------------------

@@ -71,8 +71,12 @@ def run(settings: Settings, options: RunOptions) -> None:
         from .kafka_io import end_offsets
 
         end = end_offsets(settings)
-    started = time.monotonic()
+    if options.processes == 1 or options.addresses is not None:
+        from . import geocoding
+
+        geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
     before = _progress(settings)
+    started = time.monotonic()
     if options.processes > 1 and options.addresses is None:
         _launch_local_cluster(settings, options, recovery_dir, end)
     else:
@@ -142,7 +146,6 @@ def _run_here(
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
 
-    from . import geocoding
     from .flow import FlowSinks, build_flow
     from .kafka_io import OffersSource, ProducerSink
     from .professions import load_professions
@@ -158,7 +161,6 @@ def _run_here(
         ),
         load_professions(settings.professions),
     )
-    geocoding.warm_up()
     log.info(
         "dataflow: %s (%d partitions) → %s, %s, Redis %s:*; %d worker(s)%s; recovery %s",
         settings.offers_topic,

@@ -157,3 +157,31 @@ def test_replaying_the_same_records_changes_nothing(resends: int) -> None:
     out = ListSink()
     run_main(_flow(_chunks(steps * resends), out))
     assert out.final_cells() == expected(steps).counts
+
+
+def test_delta_messages_are_exactly_the_contract_json() -> None:
+    from jobpulse.dataflows.flow import DeltaSerializer
+    from jobpulse.dataflows.items import StateOutput
+    from jobpulse.delta import Action, event_id
+    from jobpulse.offer import format_rfc3339
+
+    cell = Cell("Marketing / Comm'", "North America")
+    times = [0, 999, T0 + 1, T0 + 59_999, 4_102_444_799_999]
+    output = StateOutput(
+        5,
+        [(1 if i % 2 else -1, cell, f"o-é{i}", 100 + i, i % 2, ts) for i, ts in enumerate(times)],
+        PartitionProgress(),
+    )
+    [messages] = DeltaSerializer(SETTINGS)([("5", output)])
+    for (sign, _, offer_id, offset, index, ts), (key, value, _) in zip(
+        output.deltas, messages, strict=True
+    ):
+        contract = Delta(
+            Action.INCREMENT if sign > 0 else Action.DECREMENT,
+            cell.category,
+            cell.continent,
+            offer_id,
+            event_id("offers", 5, offset, index),
+            format_rfc3339(ts),
+        )
+        assert (key, value) == (contract.key(), contract.to_json())
