@@ -67,6 +67,9 @@ class Child:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our Ctrl-C handling decides when it stops
+            # A demo started in the background inherits an ignored SIGINT; the children
+            # must get the default back so that SIGINT means "stop cleanly" to them.
+            preexec_fn=_default_sigint,
         )
         return cls(name, process, log_path, log_file)
 
@@ -93,6 +96,10 @@ class Child:
         _signal_group(self.process.pid, signal.SIGKILL)
         self.log_file.close()
         return self.process.returncode
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -185,6 +185,9 @@ def serve(
     options: dict[str, Any] = {
         "extra_patterns": [(API_PATH, api_handler(settings, auth))],
         "websocket_origin": websocket_origins(host, port),
+        # Drop a closed tab's session (and its feed subscription) within seconds.
+        "check_unused_sessions_milliseconds": 2000,
+        "unused_session_lifetime_milliseconds": 3000,
     }
     if auth is not None:
         options.update(auth_provider=auth, cookie_secret=secrets.token_hex(32))
