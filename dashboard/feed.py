@@ -1,16 +1,16 @@
 """One reader per server process: Redis (through :class:`~jobpulse.store.Store`) and Kafka
 end offsets, fanned out to every browser session.
 
-A Redis thread waits on the store's pub/sub notification (``<prefix>:updates``) and reads the
-breakdown, windows and partition stats as soon as one arrives (at most every
-``min_interval_s``, so a dataflow writing 40 times a second costs 4 reads and 4 browser
-updates a second), or every ``fallback_s`` seconds when none does (a missed notification
-or a writer that does not publish). It then
-hands an immutable :class:`~jobpulse.dashboard.view_model.Snapshot` to every listener, at
-least once per ``tick_s`` so "time since last update" keeps moving. A Kafka thread reads the
-offers topic's high watermarks every ``kafka_every_s`` seconds for the lag figures, so a slow
-or absent Kafka never delays a Redis update. When Redis goes away the snapshot says so and
-the thread reconnects by itself.
+A Redis thread waits on the store's pub/sub notification (``<prefix>:updates``) and reads
+the breakdown, windows and partition stats as soon as one arrives (at most every
+``min_interval_s``: a dataflow writing 40 times a second costs 4 reads and 4 browser updates
+a second), or every ``fallback_s`` seconds when none arrives (a missed notification, a writer
+that does not publish). It hands an immutable
+:class:`~jobpulse.dashboard.view_model.Snapshot` to every listener, at least once per
+``tick_s`` so "time since last update" keeps moving. A Kafka thread reads the offers topic's
+end offsets every ``kafka_every_s`` seconds for the lag figures, so a slow or absent Kafka
+never delays a Redis update. When Redis goes away the snapshot says so and the thread
+reconnects by itself.
 """
 
 from __future__ import annotations

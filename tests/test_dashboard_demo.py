@@ -1,0 +1,88 @@
+"""``jobpulse demo`` end to end and ``jobpulse dashboard`` argument errors (real Kafka/Redis)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import orjson
+import psutil
+import pytest
+from conftest import REPO, CliRunner, clean_env, settings_env
+from test_dashboard_browser import free_port, http_get
+
+from jobpulse.settings import Settings
+from jobpulse.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_the_pipeline_and_ctrl_c_leaves_nothing_running(settings: Settings) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobpulse", "demo", "--port", str(port), "--rate", "20"],
+        env=clean_env(settings_env(settings)),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "jobpulse dashboard: http" in line:
+                break
+        output = "".join(lines)
+        assert f"http://127.0.0.1:{port}/" in output, output
+        pids = [int(p) for p in re.findall(r"(?:dataflow|producer) pid (\d+)", output)]
+        assert len(pids) == 2, output
+
+        # Offers flow producer → dataflow → Redis → the dashboard's API.
+        deadline = time.monotonic() + 90
+        total = 0
+        while time.monotonic() < deadline:
+            status, body = http_get(f"http://127.0.0.1:{port}/api/breakdown")
+            total = orjson.loads(body).get("total", 0) if status == 200 else 0
+            if total > 0:
+                break
+            time.sleep(1)
+        assert total > 0, "no offer reached the dashboard within 90 s"
+        assert orjson.loads(body) == Store.connect(settings).breakdown().to_json_dict()
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert process.returncode == 0, output
+    assert "stopped producer (exit code 0)" in output
+    assert "nothing left running" in output
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with socket.socket() as sock:  # nothing listens on the dashboard port any more
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        sock.bind(("127.0.0.1", port))
+
+
+def test_dashboard_port_in_use_is_one_clear_line(settings: Settings, cli: CliRunner) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(settings, "dashboard", "--port", str(port), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dashboard_rejects_a_bad_port(settings: Settings, cli: CliRunner) -> None:
+    result = cli(settings, "dashboard", "--port", "70000", timeout=60)
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr
