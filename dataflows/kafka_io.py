@@ -11,6 +11,7 @@ dataflow resumes from its last snapshot instead of losing the message.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,10 @@ log = logging.getLogger("jobpulse.dataflow.kafka")
 #: librdkafka logs refused connections itself; the dataflow reports what matters.
 _QUIET = logging.getLogger("jobpulse.dataflow.librdkafka")
 _QUIET.setLevel(logging.ERROR)
+
+#: Set on Ctrl-C/SIGTERM: every partition ends its input, so the dataflow drains what is in
+#: flight, takes its last snapshot and returns (a clean stop instead of an abort).
+STOP = threading.Event()
 
 #: How long an idle partition waits before polling again.
 IDLE_POLL = timedelta(milliseconds=20)
@@ -74,7 +79,7 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, int]):
         self._consumer.assign([TopicPartition(settings.offers_topic, partition, start)])
 
     def next_batch(self) -> list[RawChunk]:
-        if self._end is not None and self._next >= self._end:
+        if STOP.is_set() or (self._end is not None and self._next >= self._end):
             raise StopIteration
         # Non-blocking: librdkafka prefetches in the background; an idle partition sleeps via
         # next_awake instead of blocking the worker thread that runs every other step too.

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
@@ -172,20 +172,34 @@ def _run_here(
         f", process {options.process_id} of {len(options.addresses)}" if options.addresses else "",
         recovery_dir,
     )
+    from .kafka_io import STOP
+
     try:
-        cli_main(
-            flow,
-            workers_per_process=options.workers,
-            process_id=options.process_id,
-            addresses=options.addresses,
-            epoch_interval=timedelta(seconds=options.snapshot_interval_s),
-            recovery_config=RecoveryConfig(str(recovery_dir), backup_interval=timedelta(0)),
-        )
+        with _graceful_stop(STOP.set):
+            cli_main(
+                flow,
+                workers_per_process=options.workers,
+                process_id=options.process_id,
+                addresses=options.addresses,
+                epoch_interval=timedelta(seconds=options.snapshot_interval_s),
+                recovery_config=RecoveryConfig(str(recovery_dir), backup_interval=timedelta(0)),
+            )
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # bytewax wraps step errors; report the root cause in one line
+        if _caused_by_interrupt(exc):
+            raise KeyboardInterrupt from None  # Ctrl-C: the CLI says "interrupted", exit 130
         log.debug("dataflow failed", exc_info=True)
         raise JobpulseError(f"the dataflow stopped: {_root_cause(exc)}") from None
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt) or "KeyboardInterrupt" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -265,8 +279,11 @@ def _launch_local_cluster(
     log.info(
         "local cluster: %d processes × %d workers on %s", len(children), options.workers, addresses
     )
-    with _stop_on_exit(children):
-        _wait_all(children)
+    with _graceful_stop(lambda: _signal_all(children, signal.SIGTERM)):
+        try:
+            _wait_all(children)
+        finally:
+            _stop_children(children)
 
 
 def _wait_all(children: list[subprocess.Popen[bytes]]) -> None:
@@ -283,27 +300,44 @@ def _wait_all(children: list[subprocess.Popen[bytes]]) -> None:
         time.sleep(0.2)
 
 
+def _signal_all(children: list[subprocess.Popen[bytes]], signum: int) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """Ask the children still running to stop, then kill those that do not within 15 s."""
+    _signal_all(children, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 @contextlib.contextmanager
-def _stop_on_exit(children: list[subprocess.Popen[bytes]]) -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+def _graceful_stop(on_first: Callable[[], None]) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM: ``on_first()`` and keep going; a second Ctrl-C interrupts."""
+    requested = False
+
+    def handle(signum: int, _frame: object) -> None:
+        nonlocal requested
+        if requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not requested:
+            requested = True
+            log.info("stopping: finishing the batches in flight (Ctrl-C again to abort)")
+            on_first()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 15
-        for child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-def _raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # -- summary -------------------------------------------------------------------------------

@@ -241,3 +241,32 @@ def test_kill_9_and_resume_equals_a_from_scratch_recount(settings: Settings, cli
     finally:
         topics.delete_topics(fresh, [fresh.deltas_topic])
         Store.connect(fresh).clear()
+
+
+@pytest.mark.partitions(4)
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes_at_the_end(
+    settings: Settings, cli: Cli, tmp_path: Path, processes: str
+) -> None:
+    settings = with_professions(settings, tmp_path)
+    steps = scenario()
+    process = start_run(settings, "--processes", processes)
+    try:
+        produce(settings, steps)
+        store = Store.connect(settings)
+        deadline = time.monotonic() + 60
+        while totals(store.partitions().values()).records < len(steps):
+            assert process.poll() is None
+            assert time.monotonic() < deadline, "the running dataflow did not catch up"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "panicked" not in stderr
+    assert store.cells() == expected(steps).counts
+    again = cli(settings, "run", "--once")
+    assert again.returncode == 0, again.stderr
+    assert "processed 0 records" in again.stderr
