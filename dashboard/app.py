@@ -264,7 +264,10 @@ class DashboardSession:
             _refresh_table(self.partition_table)
         _set_text(self.cards, headline_html(vm.headline(snapshot)))
         _set_text(self.status, status_html(snapshot, self.settings, time.time()))
-        _set_text(self.empty_note, "" if counts else "No open offers yet.")
+        _set_text(
+            self.empty_note,
+            "" if counts else '<span data-testid="empty-note">No open offers yet.</span>',
+        )
         self.empty_note.visible = not counts
         banner = banner_html(snapshot, self.settings)
         _set_text(self.banner, banner)

@@ -393,6 +393,8 @@ def test_redis_down_shows_banner_and_recovers(
         open_dashboard(page, url)
         # Empty Redis is a valid state: zeros and a note, no error.
         assert open_offers(page) == 0
+        assert page.locator("[data-testid=empty-note]").inner_text() == "No open offers yet."
+        assert page_table(page) == {"Total": dict.fromkeys(page_table(page)["Total"], 0)}
         assert page.locator("[data-testid=redis-banner]").count() == 0
         page.locator("[data-testid=open-offers]").evaluate(WATCH_JS)
 
@@ -405,6 +407,7 @@ def test_redis_down_shows_banner_and_recovers(
             + ", ".join(f"{lat * 1000:.0f} ms" for lat in latencies)
         )
         assert page_table(page)["Tech"]["Europe"] == 13
+        assert page.locator("[data-testid=empty-note]").count() == 0
 
         control.stop()
         banner = page.locator("[data-testid=redis-banner]")
