@@ -51,7 +51,7 @@ def read_deltas(settings: Settings, topic: str | None = None, stall_s: float = 3
     )
     try:
         try:
-            metadata = consumer.list_topics(topic, timeout=10)
+            metadata = consumer.list_topics(topic, timeout=5)
         except KafkaException as exc:
             raise ServiceUnavailable(
                 f"Kafka at {settings.kafka_bootstrap} is not reachable ({exc})"
