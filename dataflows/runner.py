@@ -65,7 +65,8 @@ def run(settings: Settings, options: RunOptions) -> None:
     _check_options(settings, options)
     offers_partitions = preflight(settings)
     recovery_dir = options.recovery_dir or default_recovery_dir(settings)
-    ensure_recovery_dir(recovery_dir, settings.partitions)
+    if ensure_recovery_dir(recovery_dir, settings.partitions):
+        clear_stale_counts(settings)
     end = options.end_offsets
     if options.once and end is None:
         from .kafka_io import end_offsets
@@ -121,19 +122,36 @@ def preflight(settings: Settings) -> list[int]:
     return list(range(existing[settings.offers_topic]))
 
 
-def ensure_recovery_dir(path: Path, partitions: int) -> None:
-    """Create and initialise the recovery store on first use (safe against concurrent starts)."""
+def ensure_recovery_dir(path: Path, partitions: int) -> bool:
+    """Create and initialise the recovery store on first use (safe against concurrent starts).
+
+    Returns whether it was initialised now, i.e. the dataflow starts from empty state.
+    """
     from bytewax.recovery import init_db_dir
 
     try:
         path.mkdir(parents=True, exist_ok=True)
         with open(path / ".init.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not any(path.glob("part-*.sqlite3")):
-                init_db_dir(path, partitions)
-                log.info("initialised recovery store %s with %d partitions", path, partitions)
+            if any(path.glob("part-*.sqlite3")):
+                return False
+            init_db_dir(path, partitions)
+            log.info("initialised recovery store %s with %d partitions", path, partitions)
+            return True
     except OSError as exc:
         raise UsageError(f"cannot use the recovery directory {path}: {exc}") from None
+
+
+def clear_stale_counts(settings: Settings) -> None:
+    """A new recovery store means a recount from offset 0: Redis values under the prefix
+    belong to no state any more and a cell the recount never touches would stay stale."""
+    removed = Store.connect(settings).clear()
+    if removed:
+        log.warning(
+            "new recovery store: removed %d stale Redis keys under %s:* before the recount",
+            removed,
+            settings.redis_prefix,
+        )
 
 
 def _run_here(
