@@ -284,7 +284,7 @@ class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any
             if resume is None:
                 return cls(None, CellCounter(), window_ms)
             cell, counter = resume
-            return cls(Cell(*cell), CellCounter.restore(counter), window_ms)
+            return cls(Cell(*cell) if cell else None, CellCounter.restore(counter), window_ms)
 
         return build
 
