@@ -389,7 +389,9 @@ def _send_loop(
 def _wait(sender: OfferSender, seconds: float) -> None:
     """Sleep ``seconds``, serving delivery reports when the wait is long enough to bother."""
     if seconds >= 0.002:
-        sender.poll(seconds - 0.001)  # poll's timeout has millisecond granularity
+        # poll's timeout has millisecond granularity; short slices keep Ctrl-C responsive
+        # (the signal is handled only when the C call returns).
+        sender.poll(min(seconds - 0.001, 0.2))
     elif seconds > 0:
         time.sleep(seconds)
 
