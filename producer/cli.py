@@ -115,7 +115,7 @@ def _produce_csv(
     settings: Settings, path: Path, *, id_column: str | None, strict: bool, rate: float | None
 ) -> None:
     from jobpulse.producer.csv_import import CsvRow, decode_lines, read_rows
-    from jobpulse.producer.delivery import OfferSender, default_progress, pump
+    from jobpulse.producer.delivery import OfferSender, default_progress, format_rate, pump
 
     began = time.monotonic()
     try:
@@ -141,8 +141,8 @@ def _produce_csv(
     typer.echo(
         f"{path}: {len(parsed)} rows, {outcome.delivered} sent, {len(errors)} skipped (malformed), "
         f"{outcome.not_delivered} failed → {settings.offers_topic} "
-        f"in {time.monotonic() - began:.2f}s ({outcome.throughput:,.0f} records/s)"
-        + (" — interrupted" if outcome.interrupted else "")
+        f"in {time.monotonic() - began:.2f}s ({format_rate(outcome.throughput)} records/s)"
+        + (" — interrupted (Ctrl-C or SIGTERM)" if outcome.interrupted else "")
     )
     _fail_if_undelivered(outcome)
     if outcome.interrupted:
@@ -161,7 +161,7 @@ def _produce_synthetic(
     count: int | None,
     duration: float | None,
 ) -> None:
-    from jobpulse.producer.delivery import OfferSender, default_progress, pump
+    from jobpulse.producer.delivery import OfferSender, default_progress, format_rate, pump
     from jobpulse.producer.places import load_places
     from jobpulse.producer.synthetic import SyntheticStream
 
@@ -191,8 +191,9 @@ def _produce_synthetic(
     typer.echo(
         f"synthetic seed {seed}: {outcome.delivered} sent ({mix}), "
         f"{outcome.not_delivered} failed → {settings.offers_topic} in {outcome.seconds:.2f}s "
-        f"({outcome.rate:,.0f} records/s sent, {outcome.throughput:,.0f}/s acknowledged)"
-        + (" — stopped by Ctrl-C" if outcome.interrupted else "")
+        f"({format_rate(outcome.rate)} records/s sent, "
+        f"{format_rate(outcome.throughput)}/s acknowledged)"
+        + (" — stopped (Ctrl-C or SIGTERM)" if outcome.interrupted else "")
     )
     _fail_if_undelivered(outcome)
 

@@ -216,12 +216,17 @@ class PlainProgress:
         pass
 
 
+def format_rate(rate: float) -> str:
+    """``123,456`` for big rates, 3 significant digits for small ones (``0.05``)."""
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def progress_line(sent: int, delivered: int, failed: int, rate: float, total: int | None) -> str:
     """``sent 1200/5069 (24%), 1000 records/s, ETA 4s, delivered 1150, failed 0``."""
     parts = [f"sent {sent}"]
     if total:
         parts[0] += f"/{total} ({100 * sent / total:.0f}%)"
-    parts.append(f"{rate:,.0f} records/s")
+    parts.append(f"{format_rate(rate)} records/s")
     if total and rate > 0:
         parts.append(f"ETA {max(0, total - sent) / rate:.0f}s")
     parts.append(f"delivered {delivered}, failed {failed}")

@@ -242,7 +242,7 @@ def test_ctrl_c_flushes_and_prints_the_summary(settings: Settings) -> None:
     finally:
         process.kill()
     assert process.returncode == 0, stderr
-    assert "stopped by Ctrl-C" in stdout and "0 failed" in stdout
+    assert "stopped (Ctrl-C or SIGTERM)" in stdout and "0 failed" in stdout
     sent = int(stdout.split(" sent")[0].rsplit(" ", 1)[1])
     assert sent > 0
     assert len(consume_all(settings)) == sent
