@@ -109,8 +109,18 @@ def _dlq_messages(batch: DlqBatch) -> list[OutMessage]:
     return batch.messages
 
 
+#: A ``published_at`` further than this after the record's own timestamp is not trusted as
+#: event time (the record timestamp is used): one far-future date would otherwise make its
+#: cell's newest window jump ahead and every later delta of that cell late.
+MAX_EVENT_AHEAD_MS = 3600 * 1000
+
+
 class Parser:
-    """Raw chunks → parsed chunks (rejected records kept as markers) + one DLQ batch."""
+    """Raw chunks → parsed chunks (rejected records kept as markers) + one DLQ batch.
+
+    Event time: ``published_at``, else (or if it is more than :data:`MAX_EVENT_AHEAD_MS` after
+    the record's timestamp) the record's timestamp.
+    """
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
@@ -130,7 +140,9 @@ class Parser:
                     records.append((offset, timestamp_ms, None))
                     continue
                 event_ms = offer.published_at_ms
-                records.append((offset, timestamp_ms if event_ms is None else event_ms, offer))
+                if event_ms is None or event_ms > timestamp_ms + MAX_EVENT_AHEAD_MS:
+                    event_ms = timestamp_ms
+                records.append((offset, event_ms, offer))
             out.append(ParsedChunk(partition, records))
         if rejected:
             out.append(DlqBatch(rejected))

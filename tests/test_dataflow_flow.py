@@ -15,6 +15,7 @@ from jobpulse.dataflows.dlq import REASON, header_map
 from jobpulse.dataflows.flow import FlowSinks, build_flow
 from jobpulse.dataflows.items import CellUpdate, RawChunk
 from jobpulse.delta import Cell, Delta, fold
+from jobpulse.offer import format_rfc3339
 from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress
 
@@ -112,14 +113,38 @@ def test_windows_count_opened_and_closed_per_cell() -> None:
     opened = sum(o for o, _ in windows.values())
     closed = sum(c for _, c in windows.values())
     late = sum(p.late for p in out.final_progress().values())
-    # Every delta is in a window or counted late, never dropped.
+    # Every delta is in a window or counted late, never dropped; nothing here is late.
     assert (opened + closed + late) == (want.increments + want.decrements)
-    # The first offer's published_at (a year after the records' timestamps) opens its window;
-    # the offer that moves into the same cell later, at a record timestamp a year older, is
-    # older than the cell's retention: late.
-    published = int(datetime(2026, 11, 25, 10, 0, tzinfo=UTC).timestamp() * 1000)
+    assert late == 0
+    # The first offer counts in the window of its published_at (09:59:30), not of its record.
+    published = int(datetime(2025, 11, 25, 9, 59, tzinfo=UTC).timestamp() * 1000)
     assert windows[(published, Cell("Tech", "Europe"))] == (1, 0)
-    assert late == 1
+
+
+def test_a_delta_for_a_window_no_longer_retained_is_counted_late() -> None:
+    three_hours_before = format_rfc3339(T0 - 3 * 3600 * 1000)
+    records = [
+        (0, T0, b"a", b'{"id": "a", "category": "Tech"}', None),
+        (
+            1,
+            T0,
+            b"b",
+            b'{"id": "b", "category": "Tech", "published_at": "%s"}' % three_hours_before.encode(),
+            None,
+        ),
+        (
+            2,
+            T0,
+            b"c",
+            b'{"id": "c", "category": "Tech", "published_at": "%s"}' % three_hours_before.encode(),
+            None,
+        ),
+    ]
+    out = ListSink()
+    run_main(_flow([RawChunk(0, records[:1]), RawChunk(0, records[1:])], out))
+    assert out.final_cells() == {Cell("Tech", "Unknown"): 3}  # the count is never windowed
+    assert out.final_progress()[0].late == 2
+    assert out.final_windows() == {(T0, Cell("Tech", "Unknown")): (1, 0)}
 
 
 def test_two_workers_give_the_same_counts() -> None:
@@ -185,3 +210,23 @@ def test_delta_messages_are_exactly_the_contract_json() -> None:
             format_rfc3339(ts),
         )
         assert (key, value) == (contract.key(), contract.to_json())
+
+
+def test_event_time_is_published_at_unless_far_after_the_record_timestamp() -> None:
+    from jobpulse.dataflows.flow import MAX_EVENT_AHEAD_MS, Parser
+    from jobpulse.offer import format_rfc3339
+
+    def body(published_ms: int | None) -> bytes:
+        fields = {"id": "o"} | (
+            {"published_at": format_rfc3339(published_ms)} if published_ms else {}
+        )
+        import orjson
+
+        return orjson.dumps(fields)
+
+    past, soon, far = T0 - 86_400_000, T0 + MAX_EVENT_AHEAD_MS, T0 + MAX_EVENT_AHEAD_MS + 1
+    chunk = RawChunk(
+        0, [(i, T0, b"o", body(p), None) for i, p in enumerate([None, past, soon, far])]
+    )
+    [parsed] = Parser("offers")([chunk])
+    assert [event_ms for _, event_ms, _ in parsed.records] == [T0, past, soon, T0]

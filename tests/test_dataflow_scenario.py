@@ -62,7 +62,7 @@ def scenario(tag: str = "s") -> list[Step]:
     def oid(n: int) -> str:
         return f"{tag}-{n}"
 
-    published = {"published_at": "2026-11-25T10:00:30Z"}
+    published = {"published_at": "2025-11-25T09:59:30Z"}
     return [
         _upsert(oid(1), Cell("Tech", "Europe"), PARIS, category="Tech", **published),
         _upsert(oid(2), Cell("Retail", "Asia"), TOKYO, category="Retail"),
