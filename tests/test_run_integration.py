@@ -201,7 +201,17 @@ def start_run(settings: Settings, *args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.partitions(6)
-def test_kill_9_and_resume_equals_a_from_scratch_recount(settings: Settings, cli: Cli) -> None:
+@pytest.mark.parametrize(
+    ("first", "resume"),
+    [
+        pytest.param((), (), id="1x1"),
+        # kill -9 the launcher of a 2×2 cluster (its children die with it), resume as 1×3
+        pytest.param(("--processes", "2", "--workers", "2"), ("--workers", "3"), id="2x2-to-1x3"),
+    ],
+)
+def test_kill_9_and_resume_equals_a_from_scratch_recount(
+    settings: Settings, cli: Cli, first: tuple[str, ...], resume: tuple[str, ...]
+) -> None:
     count = 80_000
     steps = synthetic_steps(count, seed=7)
     want = expected(steps)
@@ -210,7 +220,7 @@ def test_kill_9_and_resume_equals_a_from_scratch_recount(settings: Settings, cli
 
     rng = random.Random()
     kill_after = int(count * rng.uniform(0.15, 0.6))
-    process = start_run(settings, "--once", "--snapshot-interval", "0.5")
+    process = start_run(settings, "--once", "--snapshot-interval", "0.5", *first)
     deadline = time.monotonic() + 120
     while totals(store.partitions().values()).records < kill_after:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
@@ -221,7 +231,7 @@ def test_kill_9_and_resume_equals_a_from_scratch_recount(settings: Settings, cli
     at_kill = totals(store.partitions().values()).records
     assert at_kill < count, "the dataflow finished before the kill: nothing was tested"
 
-    resumed = cli(settings, "run", "--once", timeout=300)
+    resumed = cli(settings, "run", "--once", *resume, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert store.cells() == want.counts
     progress = totals(store.partitions().values())
