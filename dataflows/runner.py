@@ -63,6 +63,9 @@ def default_recovery_dir(settings: Settings) -> Path:
 def run(settings: Settings, options: RunOptions) -> None:
     """Run the dataflow until the end (``--once``), Ctrl-C, or a failure."""
     _check_options(settings, options)
+    from .professions import load_professions
+
+    professions = load_professions(settings.professions)  # a bad file fails before anything
     offers_partitions = preflight(settings)
     recovery_dir = options.recovery_dir or default_recovery_dir(settings)
     if ensure_recovery_dir(recovery_dir, settings.partitions):
@@ -81,7 +84,7 @@ def run(settings: Settings, options: RunOptions) -> None:
     if options.processes > 1 and options.addresses is None:
         _launch_local_cluster(settings, options, recovery_dir, end)
     else:
-        _run_here(settings, options, recovery_dir, offers_partitions, end)
+        _run_here(settings, options, recovery_dir, offers_partitions, end, professions)
     if options.summary:
         _print_summary(settings, before, time.monotonic() - started)
 
@@ -160,13 +163,13 @@ def _run_here(
     recovery_dir: Path,
     partitions: list[int],
     end: Mapping[int, int] | None,
+    professions: dict[int, str],
 ) -> None:
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
 
     from .flow import FlowSinks, build_flow
     from .kafka_io import OffersSource, ProducerSink
-    from .professions import load_professions
     from .redis_sink import RedisSink
 
     flow = build_flow(
@@ -177,7 +180,7 @@ def _run_here(
             dlq=ProducerSink(settings, settings.dlq_topic),
             redis=RedisSink(settings),
         ),
-        load_professions(settings.professions),
+        professions,
     )
     log.info(
         "dataflow: %s (%d partitions) → %s, %s, Redis %s:*; %d worker(s)%s; recovery %s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,10 @@ def test_bad_arguments_exit_2(cli: Cli, args: tuple[str, ...]) -> None:
     result = cli(Settings(), "run", *args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_unreadable_professions_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    result = cli(Settings(professions=missing), "run", "--once", "--processes", "2")
+    assert result.returncode == 2
+    assert "cannot read the professions file" in _one_line_error(result)
