@@ -1,13 +1,14 @@
 """The jobpulse dataflow, top-down as in the diagram::
 
     offers topic ─▶ parse ─┬─▶ rejected ─▶ DLQ topic
-                           └─▶ enrich (category, continent) ─▶ open offers (keyed by partition)
+                           └─▶ enrich (category, continent) ─▶ open offers (by partition/bucket)
                                    ├─▶ delta messages ─▶ deltas topic
                                    ├─▶ pre-aggregate ─▶ cell counts (keyed by cell) ─┐
                                    │                       └─▶ late deltas ─┐        │
                                    └─▶ partition progress ───────────────▶ progress ─┴─▶ Redis
 
-Every step works on chunks (one per Kafka partition per poll), never per offer. The steps'
+Every step works on chunks (one per Kafka partition per poll, split per state bucket after
+enrichment), never per offer. The steps'
 logic is in pure modules (:mod:`.open_offers`, :mod:`.counting`, :mod:`.geocoding`); this
 module only wires them, so tests build the same flow with testing sources and sinks.
 """
@@ -37,6 +38,7 @@ from .items import (
     DELETE,
     REJECTED,
     UPSERT,
+    BucketProgress,
     CellChange,
     CellUpdate,
     DlqBatch,
@@ -48,7 +50,7 @@ from .items import (
     Record,
     StateOutput,
 )
-from .open_offers import PartitionState
+from .open_offers import PartitionState, bucket_of
 from .professions import category_of
 
 FLOW_ID = "jobpulse"
@@ -129,7 +131,7 @@ class Parser:
         out: list[ParsedChunk | DlqBatch] = []
         rejected: list[OutMessage] = []
         for partition, raw_records in chunks:
-            records: list[tuple[int, int, Any]] = []
+            records: list[tuple[int, int, Any, bytes | None]] = []
             for offset, timestamp_ms, key, value, headers in raw_records:
                 try:
                     offer = parse_offer(key, value)
@@ -137,12 +139,12 @@ class Parser:
                     rejected.append(
                         (key, value, dlq_headers(self.topic, partition, offset, error, headers))
                     )
-                    records.append((offset, timestamp_ms, None))
+                    records.append((offset, timestamp_ms, None, key))
                     continue
                 event_ms = offer.published_at_ms
                 if event_ms is None or event_ms > timestamp_ms + MAX_EVENT_AHEAD_MS:
                     event_ms = timestamp_ms
-                records.append((offset, event_ms, offer))
+                records.append((offset, event_ms, offer, key))
             out.append(ParsedChunk(partition, records))
         if rejected:
             out.append(DlqBatch(rejected))
@@ -153,7 +155,7 @@ class Parser:
 
 
 class Enricher:
-    """Parsed chunks → ``(partition key, EnrichedChunk)``, geocoding the batch in one query."""
+    """Parsed chunks → ``("<partition>/<bucket>", EnrichedChunk)``, geocoding in one query."""
 
     #: Interned cells, so the per-offer state holds pointers to shared tuples.
     MAX_INTERNED = 100_000
@@ -166,25 +168,33 @@ class Enricher:
         coordinates = [
             (offer.latitude, offer.longitude)
             for chunk in chunks
-            for _, _, offer in chunk.records
+            for _, _, offer, _ in chunk.records
             if offer is not None and offer.op is Op.UPSERT and offer.latitude is not None
         ]
         continents = iter(geocoding.continents(coordinates))
         professions = self.professions
         out: list[tuple[str, EnrichedChunk]] = []
         for partition, parsed in chunks:
-            records: list[Record] = []
-            for offset, event_ms, offer in parsed:
+            buckets: dict[int, list[Record]] = {}
+            for offset, event_ms, offer, key in parsed:
                 if offer is None:
-                    records.append((offset, event_ms, None, REJECTED, None))
+                    record: Record = (offset, event_ms, None, REJECTED, None)
                 elif offer.op is Op.DELETE:
-                    records.append((offset, event_ms, offer.id, DELETE, None))
+                    record = (offset, event_ms, offer.id, DELETE, None)
                 else:
                     continent = next(continents) if offer.latitude is not None else UNKNOWN
                     category = category_of(offer.category, offer.profession_id, professions)
                     cell = self._intern(category, continent)
-                    records.append((offset, event_ms, offer.id, UPSERT, cell))
-            out.append((str(partition), EnrichedChunk(partition, records)))
+                    record = (offset, event_ms, offer.id, UPSERT, cell)
+                # A valid record's key is its offer id (or absent): bucket by the id.
+                bucket = bucket_of(key if offer is None else offer.id.encode())
+                records = buckets.get(bucket)
+                if records is None:
+                    records = buckets[bucket] = []
+                records.append(record)
+            for bucket, records in buckets.items():
+                key = f"{partition}/{bucket}"
+                out.append((key, EnrichedChunk(partition, bucket, records)))
         return out
 
     def _intern(self, category: str, continent: str) -> Cell:
@@ -202,7 +212,7 @@ class Enricher:
 
 
 class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
-    """Keyed by offers partition: the open offers of that partition (see open_offers)."""
+    """Keyed by ``<partition>/<bucket>``: the open offers of that bucket (see open_offers)."""
 
     def __init__(self, state: PartitionState) -> None:
         self.state = state
@@ -215,7 +225,8 @@ class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
         deltas = []
         for chunk in values:
             deltas.extend(self.state.apply(chunk.records))
-        output = StateOutput(values[-1].partition, deltas, self.state.progress())
+        last = values[-1]
+        output = StateOutput(last.partition, deltas, self.state.progress(), last.bucket)
         return [output], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Any:
@@ -312,8 +323,11 @@ class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any
 # -- progress ----------------------------------------------------------------------------
 
 
-def _progress_items(items: list[tuple[str, StateOutput]]) -> list[tuple[str, PartitionProgress]]:
-    return [(key, output.progress) for key, output in items]
+def _progress_items(items: list[tuple[str, StateOutput]]) -> list[tuple[str, BucketProgress]]:
+    return [
+        (str(output.partition), BucketProgress(output.bucket, output.progress))
+        for _, output in items
+    ]
 
 
 def _late_items(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, LateCount]]:
@@ -326,25 +340,37 @@ def _late_items(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, LateCoun
 
 
 class ProgressLogic(StatefulBatchLogic[Any, PartitionProgress, Any]):
-    """Keyed by partition: the open-offers step's counters plus the late deltas found later."""
+    """Keyed by partition: its buckets' counters summed, plus the late deltas found later."""
 
-    def __init__(self, base: PartitionProgress | None, late: int) -> None:
-        self.base = base
+    def __init__(self, buckets: dict[int, PartitionProgress], late: int) -> None:
+        self.buckets = buckets
         self.late = late
 
     @classmethod
     def build(cls, resume: Any | None) -> ProgressLogic:
-        return cls(*(resume or (None, 0)))
+        buckets, late = resume or ({}, 0)
+        return cls(dict(buckets), late)
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[PartitionProgress], bool]:
         for value in values:
             if isinstance(value, LateCount):
                 self.late += value.count
             else:
-                self.base = value
-        if self.base is None:
+                self.buckets[value.bucket] = value.progress
+        if not self.buckets:
             return [], StatefulBatchLogic.RETAIN
-        return [dataclasses.replace(self.base, late=self.late)], StatefulBatchLogic.RETAIN
+        return [self.total()], StatefulBatchLogic.RETAIN
+
+    def total(self) -> PartitionProgress:
+        """The partition's counters; its next offset is the furthest of its buckets'."""
+        buckets = self.buckets.values()
+        return PartitionProgress(
+            offset=max(p.offset for p in buckets),
+            records=sum(p.records for p in buckets),
+            dlq=sum(p.dlq for p in buckets),
+            unknown_deletes=sum(p.unknown_deletes for p in buckets),
+            late=self.late,
+        )
 
     def snapshot(self) -> Any:
-        return (self.base, self.late)
+        return (dict(self.buckets), self.late)

@@ -43,10 +43,10 @@ class RawChunk(NamedTuple):
 
 
 class ParsedChunk(NamedTuple):
-    """A raw chunk after validation: (offset, event time ms, offer or None if rejected)."""
+    """A raw chunk after validation: (offset, event time ms, offer or None if rejected, key)."""
 
     partition: int
-    records: list[tuple[int, int, Offer | None]]
+    records: list[tuple[int, int, Offer | None, bytes | None]]
 
 
 class DlqBatch(NamedTuple):
@@ -56,17 +56,27 @@ class DlqBatch(NamedTuple):
 
 
 class EnrichedChunk(NamedTuple):
-    """A parsed chunk with category and continent resolved, ready for the per-offer state."""
+    """Records of one bucket of one partition, category and continent resolved, in order."""
 
     partition: int
+    bucket: int
     records: list[Record]
 
 
 class StateOutput(NamedTuple):
-    """What the per-offer state emits per batch of one partition."""
+    """What the per-offer state of one bucket emits per batch."""
 
     partition: int
     deltas: list[DeltaRecord]
+    #: The bucket's own counters (``offset``: the bucket's next offset; ``late`` is 0).
+    progress: PartitionProgress
+    bucket: int = 0
+
+
+class BucketProgress(NamedTuple):
+    """Counters of one bucket, summed per partition by the progress step."""
+
+    bucket: int
     progress: PartitionProgress
 
 

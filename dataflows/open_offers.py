@@ -1,8 +1,11 @@
 """Per-offer state: which cell each open offer is counted in, and the deltas it causes.
 
-One :class:`PartitionState` per offers partition. Producers key records by offer id, so every
-record of an offer lands in one partition, in order; the state of an offer therefore lives in
-exactly one partition state and sees its records in order. Transitions:
+The state is split into buckets: bucket :func:`bucket_of` (offer id) of each offers partition,
+one :class:`PartitionState` each. Producers key records by offer id, so every record of an
+offer lands in one partition, in order, and in one bucket of it; the state of an offer
+therefore lives in exactly one bucket state and sees its records in order. Buckets keep each
+snapshot small: Bytewax snapshots a touched key whole, so at a low update rate only the few
+touched buckets are written, not every partition's whole state. Transitions:
 
 =========================  =============================  ==================================
 record                     offer state before             deltas
@@ -21,6 +24,7 @@ so an open offer costs its id string plus one dict slot (measured in benchmarks/
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 from jobpulse.delta import Cell
@@ -28,10 +32,19 @@ from jobpulse.store import PartitionProgress
 
 from .items import DELETE, REJECTED, DeltaRecord, Record
 
+#: Buckets per offers partition. Part of the recovery store's layout: the runner refuses a
+#: recovery store made with another value.
+BUCKETS_PER_PARTITION = 64
+
+
+def bucket_of(key: bytes | None) -> int:
+    """The bucket of an offer id (UTF-8): stable across processes and restarts."""
+    return zlib.crc32(key) % BUCKETS_PER_PARTITION if key else 0
+
 
 @dataclass(slots=True)
 class PartitionState:
-    """Open offers of one offers partition and its progress counters."""
+    """Open offers of one bucket of an offers partition, and the bucket's counters."""
 
     open: dict[str, Cell] = field(default_factory=dict)
     #: Next offset to apply; records below it were already applied (replays are skipped).

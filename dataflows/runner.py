@@ -34,9 +34,15 @@ from jobpulse.errors import JobpulseError, ServiceUnavailable, UsageError
 from jobpulse.settings import ENV_PREFIX, Settings
 from jobpulse.store import PartitionProgress, Store, totals
 
+from .open_offers import BUCKETS_PER_PARTITION
+
 log = logging.getLogger("jobpulse.dataflow")
 
 DEFAULT_SNAPSHOT_INTERVAL_S = 5.0
+
+#: What the saved state's keys mean; a recovery store made with another layout cannot resume.
+LAYOUT_FILE = "jobpulse-layout.json"
+STATE_LAYOUT = {"version": 1, "buckets_per_partition": BUCKETS_PER_PARTITION}
 
 
 @dataclass(frozen=True)
@@ -136,9 +142,17 @@ def ensure_recovery_dir(path: Path, partitions: int) -> bool:
         path.mkdir(parents=True, exist_ok=True)
         with open(path / ".init.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            layout_file = path / LAYOUT_FILE
             if any(path.glob("part-*.sqlite3")):
+                found = orjson.loads(layout_file.read_bytes()) if layout_file.exists() else None
+                if found != STATE_LAYOUT:
+                    raise UsageError(
+                        f"the recovery store {path} was made with state layout {found}, this "
+                        f"version uses {STATE_LAYOUT}: use a new --recovery-dir (a recount)"
+                    )
                 return False
             init_db_dir(path, partitions)
+            layout_file.write_bytes(orjson.dumps(STATE_LAYOUT))
             log.info("initialised recovery store %s with %d partitions", path, partitions)
             return True
     except OSError as exc:

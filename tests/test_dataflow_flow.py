@@ -229,4 +229,4 @@ def test_event_time_is_published_at_unless_far_after_the_record_timestamp() -> N
         0, [(i, T0, b"o", body(p), None) for i, p in enumerate([None, past, soon, far])]
     )
     [parsed] = Parser("offers")([chunk])
-    assert [event_ms for _, event_ms, _ in parsed.records] == [T0, past, soon, T0]
+    assert [event_ms for _, event_ms, _, _ in parsed.records] == [T0, past, soon, T0]

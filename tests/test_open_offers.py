@@ -96,3 +96,12 @@ def test_snapshot_is_a_copy_and_restores_the_same_state() -> None:
     # Replaying the record after the snapshot gives the same delta again (same event id).
     assert restored.apply([delete(3, "a")]) == [(-1, TECH_EU, "a", 3, 0, T + 3)]
     assert PartitionState.restore(None) == PartitionState()
+
+
+def test_buckets_are_stable_and_spread() -> None:
+    from jobpulse.dataflows.open_offers import BUCKETS_PER_PARTITION, bucket_of
+
+    buckets = [bucket_of(f"syn-7-{n}".encode()) for n in range(10_000)]
+    assert buckets == [bucket_of(f"syn-7-{n}".encode()) for n in range(10_000)]
+    assert set(buckets) == set(range(BUCKETS_PER_PARTITION))
+    assert bucket_of(None) == bucket_of(b"") == 0
