@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import pickle
 import random
 import re
@@ -35,7 +34,6 @@ import orjson
 
 from jobpulse import settings as settings_module
 from jobpulse.dataflows.open_offers import PartitionState
-from jobpulse.dataflows.runner import settings_env
 from jobpulse.delta import Cell
 from jobpulse.settings import Settings
 
@@ -101,8 +99,7 @@ def produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(settings_module.ENV_PREFIX)}
-    env.update(settings_env(settings))
+    env = settings_module.child_env(settings)
     return subprocess.run(
         [sys.executable, "-m", "jobpulse", *args],
         env=env,

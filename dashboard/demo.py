@@ -21,31 +21,10 @@ from typing import IO
 
 import typer
 
-from jobpulse.settings import Settings
+from jobpulse.settings import Settings, child_env
 
 #: Seconds a child gets to stop after SIGINT (the dataflow snapshots, the producer flushes).
 STOP_GRACE_S = 15.0
-
-
-def global_args(settings: Settings) -> list[str]:
-    """The ``jobpulse`` global flags that reproduce ``settings`` in a child process.
-
-    Kafka pass-through and dashboard settings travel in the inherited environment.
-    """
-    args = [
-        f"--kafka-bootstrap={settings.kafka_bootstrap}",
-        f"--redis-url={settings.redis_url}",
-        f"--offers-topic={settings.offers_topic}",
-        f"--deltas-topic={settings.deltas_topic}",
-        f"--dlq-topic={settings.dlq_topic}",
-        f"--partitions={settings.partitions}",
-        f"--redis-prefix={settings.redis_prefix}",
-        f"--state-dir={settings.state_dir}",
-        f"--window-seconds={settings.window_seconds}",
-    ]
-    if settings.professions is not None:
-        args.append(f"--professions={settings.professions}")
-    return args
 
 
 @dataclass
@@ -62,7 +41,8 @@ class Child:
         log_path = log_dir / f"{name}.log"
         log_file = log_path.open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "jobpulse", *global_args(settings), *command],
+            [sys.executable, "-m", "jobpulse", *command],
+            env=child_env(settings),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -17,21 +17,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import orjson
 
 from jobpulse.errors import JobpulseError, ServiceUnavailable, UsageError
-from jobpulse.settings import ENV_PREFIX, Settings
+from jobpulse.settings import Settings, child_env
 from jobpulse.store import PartitionProgress, Store, totals
 
 from .open_offers import BUCKETS_PER_PARTITION
@@ -259,20 +258,6 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as JOBPULSE_* variables, so child processes load exactly these settings."""
-    env: dict[str, str] = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        if f.name == "kafka_config":
-            env[ENV_PREFIX + "KAFKA_CONFIG"] = orjson.dumps(dict(value)).decode()
-        else:
-            env[ENV_PREFIX + f.name.upper()] = str(value)
-    return env
-
-
 def _die_with_parent() -> None:
     with contextlib.suppress(Exception):
         import ctypes
@@ -284,10 +269,7 @@ def _launch_local_cluster(
     settings: Settings, options: RunOptions, recovery_dir: Path, end: Mapping[int, int] | None
 ) -> None:
     addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(options.processes))
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
-        **settings_env(settings),
-    }
+    env = child_env(settings)
     common = [
         "--workers",
         str(options.workers),

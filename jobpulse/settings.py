@@ -85,6 +85,18 @@ class Settings:
         """librdkafka configuration for any client: bootstrap + pass-through + ``extra``."""
         return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_config, **extra}
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as the ``JOBPULSE_*`` variables :func:`load` reads back."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "kafka_config":
+                if value:
+                    env[ENV_PREFIX + "KAFKA_CONFIG"] = orjson.dumps(dict(value)).decode()
+            elif value is not None:
+                env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-``None`` overrides applied (what CLI flags do)."""
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -92,6 +104,16 @@ class Settings:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a child ``jobpulse`` process that must see exactly ``settings``.
+
+    This process's environment minus every ``JOBPULSE_*`` variable (the pass-through ones
+    included: they travel inside ``JOBPULSE_KAFKA_CONFIG``), plus ``settings`` and ``extra``.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    return {**inherited, **settings.to_env(), **extra}
 
 
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

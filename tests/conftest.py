@@ -16,22 +16,19 @@ Everything runs against the real Kafka and Redis (no mocks):
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
 from jobpulse import settings as settings_module
 from jobpulse.errors import JobpulseError
-from jobpulse.settings import Settings
+from jobpulse.settings import Settings, child_env
 from jobpulse.stack import lifecycle, topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,28 +43,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "partitions(n): partition count of the topics the `settings` fixture creates "
         f"(default {DEFAULT_TEST_PARTITIONS})",
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as the JOBPULSE_* environment variables that :func:`load` reads back."""
-    env: dict[str, str] = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        if f.name == "kafka_config":
-            if value:
-                env["JOBPULSE_KAFKA_CONFIG"] = orjson.dumps(dict(value)).decode()
-            continue
-        env[settings_module.ENV_PREFIX + f.name.upper()] = str(value)
-    return env
-
-
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without any JOBPULSE_* variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(settings_module.ENV_PREFIX)}
-    env.update(extra or {})
-    return env
 
 
 def base_settings() -> Settings:
@@ -156,7 +131,7 @@ def run_cli(
     **kwargs: Any,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m jobpulse *args`` with ``settings`` (+ ``env``) as its environment."""
-    full_env = clean_env({**settings_env(settings), **(env or {})})
+    full_env = child_env(settings, **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "jobpulse", *args],
         env=full_env,

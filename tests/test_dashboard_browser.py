@@ -25,12 +25,12 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
-from conftest import REPO, CliRunner, clean_env, settings_env
+from conftest import REPO, CliRunner
 
 from jobpulse.dashboard.app import SHORT_NAMES
 from jobpulse.delta import Cell
 from jobpulse.offer import Offer, Op
-from jobpulse.settings import Settings
+from jobpulse.settings import Settings, child_env
 from jobpulse.store import PartitionProgress, Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -99,9 +99,7 @@ def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]
 def dashboard(settings: Settings, extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
     """``jobpulse dashboard`` in a subprocess on a free port; yields its URL."""
     port = free_port()
-    env = clean_env(
-        {**settings_env(settings), "JOBPULSE_DASHBOARD_PORT": str(port), **(extra_env or {})}
-    )
+    env = child_env(settings, JOBPULSE_DASHBOARD_PORT=str(port), **(extra_env or {}))
     process = subprocess.Popen(
         [sys.executable, "-m", "jobpulse", "dashboard", "--host", "127.0.0.1"],
         env=env,

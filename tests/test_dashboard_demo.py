@@ -12,10 +12,10 @@ import time
 import orjson
 import psutil
 import pytest
-from conftest import REPO, CliRunner, clean_env, settings_env
+from conftest import REPO, CliRunner
 from test_dashboard_browser import free_port, http_get
 
-from jobpulse.settings import Settings
+from jobpulse.settings import Settings, child_env
 from jobpulse.store import Store
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def test_demo_runs_the_pipeline_and_ctrl_c_leaves_nothing_running(settings: Sett
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "jobpulse", "demo", "--port", str(port), "--rate", "20"],
-        env=clean_env(settings_env(settings)),
+        env=child_env(settings),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -7,22 +7,21 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from itertools import islice
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
-from conftest import REPO, CliRunner, clean_env, settings_env
+from conftest import REPO, CliRunner
 
 from jobpulse.offer import parse_offer
 from jobpulse.producer.csv_import import CsvRow, read_rows
 from jobpulse.producer.places import load_places
 from jobpulse.producer.synthetic import Lifecycle, SyntheticStream
-from jobpulse.settings import Settings
+from jobpulse.settings import Settings, child_env
 from jobpulse.stack import topics
+from jobpulse.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -39,34 +38,8 @@ AWKWARD_CSV = (
 
 def consume_all(settings: Settings, topic: str | None = None) -> list[tuple[int, bytes, bytes]]:
     """Every record of ``topic`` (default: the offers topic) as (partition, key, value)."""
-    topic = topic or settings.offers_topic
-    consumer = Consumer(
-        settings.kafka_client_config(
-            **{"group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False}
-        )
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends: dict[int, int] = {}
-        assignment = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-                assignment.append(TopicPartition(topic, p, low))
-        consumer.assign(assignment)
-        records: list[tuple[int, bytes, bytes]] = []
-        deadline = time.monotonic() + 60
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=1.0):
-                assert msg.error() is None, msg.error()
-                records.append((msg.partition(), msg.key(), msg.value()))
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
-        assert not ends, f"partitions not read to the end: {ends}"
-        return records
-    finally:
-        consumer.close()
+    messages = read_to_end(settings, topic or settings.offers_topic)
+    return [(m.partition(), m.key(), m.value()) for m in messages]
 
 
 def write_csv(tmp_path: Path, text: str, name: str = "jobs.csv") -> Path:
@@ -229,7 +202,7 @@ def test_ctrl_c_flushes_and_prints_the_summary(settings: Settings) -> None:
             "--seed",
             "1",
         ],
-        env=clean_env(settings_env(settings)),
+        env=child_env(settings),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

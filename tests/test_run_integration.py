@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from conftest import REPO, clean_env, settings_env
+from confluent_kafka import Producer
+from conftest import REPO
 from test_dataflow_scenario import (
     CAIRO,
     HONOLULU,
@@ -32,9 +32,10 @@ from test_dataflow_scenario import (
 from jobpulse.dataflows.dlq import OFFSET, PARTITION, REASON, TOPIC, header_map
 from jobpulse.dataflows.verify import read_deltas
 from jobpulse.delta import Cell, fold
-from jobpulse.settings import Settings
+from jobpulse.settings import Settings, child_env
 from jobpulse.stack import topics
 from jobpulse.store import Store, totals
+from jobpulse.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -61,31 +62,7 @@ def produce(settings: Settings, steps: list[Step]) -> None:
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None, dict]]:
     """Every record of ``topic`` as (key, value, headers), up to the current end."""
-    consumer = Consumer(
-        settings.kafka_client_config(**{"group.id": "t", "enable.auto.commit": False})
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {}
-        assignment = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-                assignment.append(TopicPartition(topic, p, low))
-        consumer.assign(assignment)
-        records = []
-        deadline = time.monotonic() + 30
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error() is None and message.partition() in ends:
-                    records.append((message.key(), message.value(), header_map(message.headers())))
-                    if message.offset() + 1 >= ends[message.partition()]:
-                        del ends[message.partition()]
-        assert not ends, f"could not read {topic} to the end"
-        return records
-    finally:
-        consumer.close()
+    return [(m.key(), m.value(), header_map(m.headers())) for m in read_to_end(settings, topic)]
 
 
 def with_professions(settings: Settings, tmp_path: Path) -> Settings:
@@ -191,7 +168,7 @@ def synthetic_steps(count: int, seed: int) -> list[Step]:
 def start_run(settings: Settings, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "jobpulse", "run", *args],
-        env=clean_env(settings_env(settings)),
+        env=child_env(settings),
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

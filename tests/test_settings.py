@@ -160,3 +160,19 @@ def test_status_reports_the_addresses_from_flags(cli: CliRunner, tmp_path: Path)
     assert result.returncode == 3
     assert "localhost:1" in result.stdout and "redis://localhost:2/0" in result.stdout
     assert result.stdout.count(" down ") == 2
+
+
+def test_settings_round_trip_through_the_environment_of_a_child() -> None:
+    original = settings_module.load(
+        env={
+            "JOBPULSE_PARTITIONS": "5",
+            "JOBPULSE_PROFESSIONS": "data/professions.csv",
+            "JOBPULSE_DASHBOARD_AUTH": "ann:secret",
+            "JOBPULSE_KAFKA__SASL__MECHANISM": "PLAIN",
+        }
+    )
+    assert settings_module.load(env=original.to_env()) == original
+    child = settings_module.child_env(original, EXTRA="1")
+    assert settings_module.load(env=child) == original
+    assert child["EXTRA"] == "1"
+    assert not any(k.startswith("JOBPULSE_KAFKA__") for k in child)
