@@ -1,5 +1,5 @@
 # jobpulse: two commands on a fresh Debian machine, both idempotent and cached.
-#   make demo   install everything, bring up Kafka + Redis + topics, run the demo
+#   make demo   install everything, run the whole pipeline live with its dashboard
 #   make test   install everything, then ruff + the whole test suite against real Kafka/Redis
 
 SHELL := /bin/bash
@@ -54,14 +54,8 @@ lint: venv ## ruff check + ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-demo: install ## Stack up, topics, then `jobpulse demo` (once that command exists)
-	$(BIN)/jobpulse stack up
-	$(BIN)/jobpulse topics create
-	@if $(BIN)/jobpulse demo --help >/dev/null 2>&1; then \
-	  $(BIN)/jobpulse demo; \
-	else \
-	  echo "stack and topics are up; 'jobpulse demo' is not available yet"; \
-	fi
+demo: install ## The whole pipeline live: stack, topics, dataflow, synthetic producer, dashboard (Ctrl-C stops all)
+	$(BIN)/jobpulse demo
 
 stack-up: install ## Start (or reuse) the local Kafka + Redis
 	$(BIN)/jobpulse stack up
