@@ -66,8 +66,8 @@ stack-down: venv ## Stop the Kafka + Redis that stack-up started
 stack-status: venv ## Is the local stack up?
 	$(BIN)/jobpulse stack status
 
-bench: install ## Benchmarks (python -m benchmarks), when a benchmarks/ folder exists
-	@if [ -d benchmarks ]; then $(BIN)/python -m benchmarks; else echo "no benchmarks/ yet"; fi
+bench: install ## Benchmarks: dataflow throughput, state size, producer rates (prints numbers)
+	$(BIN)/python -m benchmarks
 
 clean: ## Remove the virtualenv and tool caches (not the stack state in .jobpulse/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

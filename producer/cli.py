@@ -129,7 +129,7 @@ def _produce_csv(
     rows = [item.offer for item in parsed if isinstance(item, CsvRow)]
     errors = [item for item in parsed if not isinstance(item, CsvRow)]
     for error in errors[:MAX_ROW_ERRORS_SHOWN]:
-        typer.echo(f"{path}: {error} (skipped)", err=True)
+        typer.echo(f"{path}: {error}" + ("" if strict else " (skipped)"), err=True)
     if len(errors) > MAX_ROW_ERRORS_SHOWN:
         typer.echo(f"{path}: ... and {len(errors) - MAX_ROW_ERRORS_SHOWN} more", err=True)
     if errors and strict:

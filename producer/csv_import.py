@@ -106,6 +106,9 @@ def read_rows(lines: Iterable[str], *, id_column: str | None = None) -> Iterator
         if len(fields) != layout.width:
             yield RowError(start, f"{len(fields)} fields, the header has {layout.width}")
             continue
+        if not any(f.strip() for f in fields):
+            yield RowError(start, "every field is empty")
+            continue
         try:
             offer_id = _offer_id(fields, layout, seen)
             yield CsvRow(start, _offer(offer_id, fields, layout))

@@ -55,6 +55,13 @@ def test_empty_fields_mean_missing() -> None:
     assert b"latitude" not in second.to_json() and b"name" not in second.to_json()
 
 
+def test_a_row_of_only_empty_fields_is_malformed_not_an_offer() -> None:
+    items = parse(HEADER + ",,,,\n" + "3,FULL_TIME,Dev,1,1\n")
+    assert isinstance(items[0], RowError) and items[0].line == 2
+    assert "every field is empty" in str(items[0])
+    assert isinstance(items[1], CsvRow)
+
+
 def test_line_numbers_point_at_the_start_of_each_malformed_row() -> None:
     text = HEADER + (
         '1,FULL_TIME,"multi\nline",1,1\n'  # lines 2-3, valid

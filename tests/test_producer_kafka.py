@@ -30,9 +30,10 @@ AWKWARD_CSV = (
     '7,FULL_TIME,"Sales, Retail & ""Luxury"" (H/F)",48.85,2.35\n'
     "3,INTERNSHIP,Stage\tData,45.76,4.83\n"
     '12,APPRENTICESHIP,"Two\nlines",-33.87,151.21\n'
-    ",,,,\n"
+    ",INTERNSHIP,,,\n"
     "x9,FULL_TIME,bad profession,1,1\n"  # line 7 (the quoted row above spans lines 4-5)
     '7,FULL_TIME,"Sales, Retail & ""Luxury"" (H/F)",48.85,2.35\n'
+    ",,,,\n"  # line 9: nothing at all, not an offer
 )
 
 
@@ -60,7 +61,8 @@ def test_csv_import_lands_keyed_records_and_skips_malformed_rows(
     result = cli(settings, "produce", "--csv", str(path))
     assert result.returncode == 0, result.stderr
     assert "line 7: profession_id is not an integer: 'x9' (skipped)" in result.stderr
-    assert "6 rows, 5 sent, 1 skipped (malformed), 0 failed" in result.stdout
+    assert "line 9: every field is empty (skipped)" in result.stderr
+    assert "7 rows, 5 sent, 2 skipped (malformed), 0 failed" in result.stdout
 
     records = consume_all(settings)
     expected = {row.offer.key(): row.offer for row in expected_rows(path)}
@@ -93,6 +95,7 @@ def test_strict_aborts_before_sending_anything(
     result = cli(settings, "produce", "--csv", str(path), "--strict")
     assert result.returncode != 0
     assert "line 7:" in result.stderr and "nothing sent (--strict)" in result.stderr
+    assert "(skipped)" not in result.stderr  # with --strict nothing is skipped: all is refused
     assert "Traceback" not in result.stderr
     assert consume_all(settings) == []
 
