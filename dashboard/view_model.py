@@ -13,19 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from jobpulse.delta import CONTINENTS
 from jobpulse.offer import UNKNOWN
 from jobpulse.store import Breakdown, PartitionProgress, WindowCounts, totals
 
-#: GeoNames continents, in the fixed column order of the table and the charts.
-CONTINENTS: tuple[str, ...] = (
-    "Africa",
-    "Antarctica",
-    "Asia",
-    "Europe",
-    "North America",
-    "Oceania",
-    "South America",
-)
 TOTAL = "Total"
 CATEGORY_COLUMN = "category"
 TOTAL_COLUMN = "total"

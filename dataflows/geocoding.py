@@ -17,18 +17,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from jobpulse.delta import CONTINENTS
 from jobpulse.offer import UNKNOWN
 
-AFRICA = "Africa"
-ANTARCTICA = "Antarctica"
-ASIA = "Asia"
-EUROPE = "Europe"
-NORTH_AMERICA = "North America"
-OCEANIA = "Oceania"
-SOUTH_AMERICA = "South America"
-
-#: Every continent name the dataflow can produce besides :data:`UNKNOWN`.
-CONTINENTS = (AFRICA, ANTARCTICA, ASIA, EUROPE, NORTH_AMERICA, OCEANIA, SOUTH_AMERICA)
+# Every continent name the dataflow can produce besides UNKNOWN; the delta contract owns them.
+AFRICA, ANTARCTICA, ASIA, EUROPE, NORTH_AMERICA, OCEANIA, SOUTH_AMERICA = CONTINENTS
 
 _BY_CONTINENT: dict[str, str] = {
     AFRICA: (

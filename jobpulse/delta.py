@@ -12,6 +12,7 @@ Kafka key: the offer id. Kafka value: a JSON object::
   increment, n=1). Replaying the same input after a restart gives the same ids, so a
   consumer of this at-least-once topic de-duplicates on ``event_id``.
 - ``ts``: the event time (``published_at``, else the offers record's timestamp), RFC 3339 UTC.
+- ``continent``: one of :data:`CONTINENTS` or ``jobpulse.offer.UNKNOWN``.
 
 Folding every distinct delta (+1 / -1 per cell) gives the open offers per cell.
 """
@@ -23,6 +24,18 @@ from enum import StrEnum
 from typing import NamedTuple
 
 import orjson
+
+#: Every ``continent`` value besides ``UNKNOWN``: the GeoNames continents, in the fixed order
+#: every consumer (tables, dashboard columns) shows them.
+CONTINENTS: tuple[str, ...] = (
+    "Africa",
+    "Antarctica",
+    "Asia",
+    "Europe",
+    "North America",
+    "Oceania",
+    "South America",
+)
 
 
 class Cell(NamedTuple):

@@ -201,3 +201,24 @@ def test_series_update_replaces_on_reset() -> None:
     old = {"start": [5, 6, 7], "v": [1, 2, 3]}
     new = {"start": [1], "v": [1]}
     assert vm.series_update(old, new, key="start", rollover=3).replace == new
+
+
+def test_continent_names_have_one_owner_and_the_dashboard_stays_light() -> None:
+    import subprocess
+    import sys
+
+    from jobpulse import delta
+    from jobpulse.dataflows import geocoding
+
+    assert vm.CONTINENTS is delta.CONTINENTS
+    assert geocoding.CONTINENTS is delta.CONTINENTS
+    assert geocoding.NORTH_AMERICA == "North America" and len(delta.CONTINENTS) == 7
+    # The dashboard must not pull in the dataflow (bytewax, reverse_geocoder) to get them.
+    probe = (
+        "import sys, jobpulse.dashboard.app, jobpulse.dashboard.server; "
+        "print(sorted(m for m in sys.modules if m.startswith(('jobpulse.dataflows', 'bytewax'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
