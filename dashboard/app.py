@@ -357,6 +357,11 @@ def status_html(snapshot: vm.Snapshot, settings: Settings, now: float) -> str:
     age = vm.age_text(None if updated is None else max(now - updated, 0.0))
     redis_state = "reachable" if snapshot.redis_ok else "unreachable"
     kafka_state = {None: "checking…", True: "reachable", False: "unreachable"}[snapshot.kafka_ok]
+    if snapshot.kafka_ok and snapshot.offers_topic_missing:
+        kafka_state = (
+            'reachable, <b data-testid="topic-missing">offers topic missing</b> '
+            f"({html.escape(settings.offers_topic)})"
+        )
     lag = vm.total_lag(
         vm.partition_columns(snapshot.partitions, snapshot.high_watermarks, settings.partitions)
     )
@@ -365,8 +370,10 @@ def status_html(snapshot: vm.Snapshot, settings: Settings, now: float) -> str:
         '<div class="jp-status">'
         f'<span data-testid="redis-status" data-ok="{str(snapshot.redis_ok).lower()}">'
         f"{_dot(snapshot.redis_ok)}Redis {redis_state}</span>"
-        f'<span data-testid="kafka-status" data-ok="{str(snapshot.kafka_ok).lower()}">'
-        f"{_dot(snapshot.kafka_ok)}Kafka {kafka_state}</span>"
+        f'<span data-testid="kafka-status" data-ok="{str(snapshot.kafka_ok).lower()}" '
+        f'data-topic-missing="{str(snapshot.offers_topic_missing).lower()}">'
+        f"{_dot(False if snapshot.offers_topic_missing else snapshot.kafka_ok)}Kafka {kafka_state}"
+        "</span>"
         f'<span>Last update: <b data-testid="last-update">{html.escape(age)}</b></span>'
         f'<span>Total lag: <b data-testid="total-lag">{"–" if lag is None else f"{lag:,}"}</b>'
         "</span>"

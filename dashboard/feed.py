@@ -191,18 +191,33 @@ class Feed:
         while not self._stop.is_set():
             try:
                 watermarks = high_watermarks(admin, self.settings.offers_topic, timeout=2.0)
-                self._update(high_watermarks=watermarks, kafka_ok=True, kafka_error=None)
+                self._update(
+                    high_watermarks=watermarks,
+                    kafka_ok=True,
+                    kafka_error=None,
+                    offers_topic_missing=watermarks is None,
+                )
             except KafkaException as exc:
-                self._update(high_watermarks=None, kafka_ok=False, kafka_error=_one_line(exc))
+                self._update(
+                    high_watermarks=None,
+                    kafka_ok=False,
+                    kafka_error=_one_line(exc),
+                    offers_topic_missing=False,
+                )
             self._stop.wait(self.kafka_every_s)
 
 
-def high_watermarks(admin: AdminClient, topic: str, *, timeout: float) -> dict[int, int]:
-    """End offset of every partition of ``topic`` (empty if the topic does not exist)."""
-    metadata = admin.list_topics(topic=topic, timeout=timeout)
+def high_watermarks(admin: AdminClient, topic: str, *, timeout: float) -> dict[int, int] | None:
+    """End offset of every partition of ``topic``; ``None`` when the topic does not exist.
+
+    Asks for the metadata of *all* topics and looks ``topic`` up: a metadata request naming
+    the topic would make a broker with ``auto.create.topics.enable`` create it, and a
+    dashboard must never create the offers topic (with the broker's default partitions).
+    """
+    metadata = admin.list_topics(timeout=timeout)
     topic_meta = metadata.topics.get(topic)
     if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
-        return {}
+        return None
     request = {TopicPartition(topic, p): OffsetSpec.latest() for p in topic_meta.partitions}
     futures = admin.list_offsets(request, request_timeout=timeout)
     return {tp.partition: future.result().offset for tp, future in futures.items()}

@@ -61,6 +61,8 @@ class Snapshot:
     #: ``None`` until the first Kafka check finished.
     kafka_ok: bool | None = None
     kafka_error: str | None = None
+    #: Kafka answered and has no offers topic (the dashboard never creates it).
+    offers_topic_missing: bool = False
     records_per_s: float | None = None
     #: Wall-clock time (epoch s) the snapshot was taken.
     taken_at: float = 0.0

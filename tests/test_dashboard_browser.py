@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -451,3 +452,26 @@ def test_basic_auth_protects_page_and_api(
         open_dashboard(authed, url)
         assert open_offers(authed) == 6
         context.close()
+
+
+def test_a_missing_offers_topic_is_shown_and_never_created(
+    stack: Settings, own_redis: tuple[str, Any], page: Any, tmp_path: Path
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    url_redis, _ = own_redis
+    topic = f"t-{uuid.uuid4().hex[:8]}.never-created"
+    settings = stack.with_overrides(
+        redis_url=url_redis, redis_prefix="missing", offers_topic=topic, state_dir=tmp_path / "s"
+    )
+    admin = AdminClient(settings.kafka_client_config())
+    assert topic not in admin.list_topics(timeout=10).topics
+    with dashboard(settings) as url:
+        open_dashboard(page, url)
+        kafka = page.locator("[data-testid=kafka-status]")
+        page.locator("[data-testid=kafka-status][data-ok=true]").wait_for(timeout=15_000)
+        time.sleep(7)  # two more end-offset polls (every 3 s) on the dashboard's Kafka thread
+        assert topic not in admin.list_topics(timeout=10).topics, "the dashboard created it"
+        assert kafka.get_attribute("data-topic-missing") == "true"
+        assert "offers topic missing" in kafka.inner_text()
+        assert page.locator("[data-testid=total-lag]").inner_text() == "–"
