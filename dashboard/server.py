@@ -1,5 +1,6 @@
-"""``jobpulse dashboard``: the Panel app, ``GET /api/breakdown`` and optional basic auth,
-all on one Tornado server with one shared :class:`~jobpulse.dashboard.feed.Feed`.
+"""``jobpulse dashboard``: the Panel app, ``GET /api/breakdown``, ``GET /healthz`` and
+optional basic auth, all on one Tornado server with one shared
+:class:`~jobpulse.dashboard.feed.Feed`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from jobpulse.settings import Settings
 from jobpulse.store import Store
 
 API_PATH = "/api/breakdown"
+HEALTH_PATH = "/healthz"
 LOGIN_PATH = "/login"
 AUTH_COOKIE = "jobpulse_user"
 REALM = "jobpulse"
@@ -130,6 +132,19 @@ class BreakdownHandler(RequestHandler):
         self.finish(orjson.dumps(breakdown.to_json_dict()))
 
 
+class HealthHandler(RequestHandler):
+    """``GET /healthz``: 200 ``ok`` while the server runs, without credentials or Redis.
+
+    The Kubernetes probes use it: a pod whose Redis is down must stay in the Service, since
+    its page is what shows the "Redis unavailable" banner.
+    """
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish("ok\n")
+
+
 def api_handler(settings: Settings, auth: BasicAuth | None) -> type[RequestHandler]:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     store = Store(client, settings.redis_prefix)
@@ -183,7 +198,10 @@ def serve(
     auth = BasicAuth(settings.dashboard_auth) if settings.dashboard_auth else None
     feed = Feed(settings).start()
     options: dict[str, Any] = {
-        "extra_patterns": [(API_PATH, api_handler(settings, auth))],
+        "extra_patterns": [
+            (API_PATH, api_handler(settings, auth)),
+            (HEALTH_PATH, HealthHandler),
+        ],
         "websocket_origin": websocket_origins(host, port),
         # Drop a closed tab's session (and its feed subscription) within seconds.
         "check_unused_sessions_milliseconds": 2000,

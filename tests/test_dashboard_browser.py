@@ -117,8 +117,7 @@ def dashboard(settings: Settings, extra_env: Mapping[str, str] | None = None) ->
                 output = process.stdout.read().decode() if process.stdout else ""
                 pytest.fail(f"jobpulse dashboard exited with {process.returncode}:\n{output}")
             with contextlib.suppress(OSError):
-                status, _ = http_get(url + "api/breakdown")
-                if status in (200, 401, 503):
+                if http_get(url + "healthz")[0] == 200:
                     break
             if time.monotonic() > deadline:
                 pytest.fail("jobpulse dashboard did not answer within 60 s")
@@ -416,6 +415,7 @@ def test_redis_down_shows_banner_and_recovers(
         assert open_offers(page) == 15, "the last numbers read stay on the page"
         status, _ = http_get(url + "api/breakdown")
         assert status == 503
+        assert http_get(url + "healthz") == (200, b"ok\n"), "probes must not drop this pod"
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-redis-down.png"), full_page=True)
 
@@ -446,6 +446,7 @@ def test_basic_auth_protects_page_and_api(
         assert http_get(url)[0] in (302, 401)
 
         assert http_get(url + "login")[0] == 401  # the browser's password prompt
+        assert http_get(url + "healthz") == (200, b"ok\n"), "probes carry no credentials"
 
         context = browser.new_context(http_credentials={"username": "ada", "password": "s3cret"})
         authed = context.new_page()

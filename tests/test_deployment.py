@@ -78,3 +78,13 @@ def test_dataflow_cluster_fits_the_partitions() -> None:
     )
     partitions = int(_one("ConfigMap", "jobpulse-settings")["data"]["JOBPULSE_PARTITIONS"])
     assert replicas * int(env["JOBPULSE_WORKERS"]) <= partitions
+
+
+def test_dashboard_probes_use_the_unauthenticated_health_endpoint() -> None:
+    from jobpulse.dashboard.server import API_PATH, HEALTH_PATH
+
+    deployment = _one("Deployment", "jobpulse-dashboard")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == HEALTH_PATH, probe
+        assert container[probe]["httpGet"]["path"] != API_PATH
