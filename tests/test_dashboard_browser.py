@@ -476,3 +476,37 @@ def test_a_missing_offers_topic_is_shown_and_never_created(
         assert kafka.get_attribute("data-topic-missing") == "true"
         assert "offers topic missing" in kafka.inner_text()
         assert page.locator("[data-testid=total-lag]").inner_text() == "–"
+
+
+def test_one_redis_subscription_per_server_whatever_the_number_of_pages(
+    stack: Settings, own_redis: tuple[str, Any], browser: Any, tmp_path: Path
+) -> None:
+    url_redis, _ = own_redis
+    settings = stack.with_overrides(
+        redis_url=url_redis, redis_prefix="fanout", state_dir=tmp_path / "state"
+    )
+    store = Store.connect(settings)
+    channel = store.keys.updates
+
+    def subscribers() -> int:
+        return int(dict(store.client.pubsub_numsub(channel))[channel.encode()])
+
+    with dashboard(settings) as url:
+        contexts = [browser.new_context() for _ in range(3)]
+        try:
+            pages = [context.new_page() for context in contexts]
+            for tab in pages:
+                open_dashboard(tab, url)
+            write_cells(store, {Cell("Tech", "Europe"): 5})
+            deadline = time.monotonic() + CHANGE_TIMEOUT_MS / 1000
+            while any(open_offers(tab) != 5 for tab in pages):  # all live, fed by one reader
+                assert time.monotonic() < deadline, "a page did not follow the write"
+                time.sleep(0.2)
+            observed = set()
+            for _ in range(6):  # stays one while the pages are open
+                observed.add(subscribers())
+                time.sleep(0.5)
+            assert observed == {1}
+        finally:
+            for context in contexts:
+                context.close()
