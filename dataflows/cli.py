@@ -121,9 +121,9 @@ def breakdown(
         return
     from rich.console import Console
 
-    from .tables import breakdown_table
+    from .tables import print_breakdown
 
-    Console().print(breakdown_table(result))
+    print_breakdown(Console(), result)
 
 
 def verify(ctx: typer.Context) -> None:
