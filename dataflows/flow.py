@@ -26,7 +26,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from jobpulse.delta import Cell
+from jobpulse.delta import Action, Cell, event_id
 from jobpulse.offer import UNKNOWN, InvalidOffer, Op, format_rfc3339, parse_offer
 from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress
@@ -237,8 +237,13 @@ class DeltaSerializer:
     """State outputs → one list of deltas-topic messages (key offer id, JSON Delta).
 
     Builds the same bytes as :meth:`jobpulse.delta.Delta.to_json` (a test holds them equal)
-    without a Delta object per message, and formats each event-time second once.
+    without a Delta object per message, and formats each event-time second once. The action
+    names and the event id come from :mod:`jobpulse.delta`, the owner of the format.
     """
+
+    #: The action values, looked up once instead of per delta.
+    INCREMENT = Action.INCREMENT.value
+    DECREMENT = Action.DECREMENT.value
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.offers_topic
@@ -248,16 +253,17 @@ class DeltaSerializer:
         messages: list[OutMessage] = []
         append = messages.append
         dumps = orjson.dumps
-        prefix = self.topic
+        topic = self.topic
+        increment, decrement = self.INCREMENT, self.DECREMENT
         for _, output in items:
-            partition_prefix = f"{prefix}/{output.partition}/"
+            partition = output.partition
             for sign, cell, offer_id, offset, index, event_ms in output.deltas:
                 body = {
-                    "action": "increment" if sign > 0 else "decrement",
+                    "action": increment if sign > 0 else decrement,
                     "category": cell[0],
                     "continent": cell[1],
                     "offer_id": offer_id,
-                    "event_id": f"{partition_prefix}{offset}/{index}",
+                    "event_id": event_id(topic, partition, offset, index),
                     "ts": self.timestamp(event_ms),
                 }
                 append((offer_id.encode(), dumps(body), None))

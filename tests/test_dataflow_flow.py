@@ -230,3 +230,18 @@ def test_event_time_is_published_at_unless_far_after_the_record_timestamp() -> N
     )
     [parsed] = Parser("offers")([chunk])
     assert [event_ms for _, event_ms, _, _ in parsed.records] == [T0, past, soon, T0]
+
+
+def test_the_delta_format_has_one_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serializer spells neither the actions nor the event id: jobpulse.delta does."""
+    import inspect
+
+    from jobpulse.dataflows import flow
+    from jobpulse.dataflows.items import StateOutput
+
+    source = inspect.getsource(flow.DeltaSerializer)
+    assert '"increment"' not in source and '"decrement"' not in source
+    monkeypatch.setattr(flow, "event_id", lambda *parts: "owned:" + ":".join(map(str, parts)))
+    output = StateOutput(3, [(1, Cell("Tech", "Europe"), "o-1", 42, 0, T0)], PartitionProgress())
+    [[(_, value, _)]] = flow.DeltaSerializer(SETTINGS)([("3", output)])
+    assert Delta.from_json(value).event_id == "owned:offers:3:42:0"
