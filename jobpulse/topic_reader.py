@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from jobpulse.errors import JobpulseError, ServiceUnavailable
 from jobpulse.settings import Settings
@@ -18,19 +18,26 @@ def read_to_end(settings: Settings, topic: str, *, stall_s: float = 30.0) -> lis
     """Every record of ``topic`` up to the high watermarks taken at the start, in partition
     order per partition. Raises :class:`ServiceUnavailable` if Kafka is unreachable or the
     reading stalls for ``stall_s``, :class:`JobpulseError` if the topic does not exist."""
+    errors: list[KafkaError] = []
     consumer = Consumer(
-        settings.kafka_client_config(**{"group.id": "jobpulse-reader", "enable.auto.commit": False})
+        settings.kafka_client_config(
+            **{"group.id": "jobpulse-reader", "enable.auto.commit": False},
+            # librdkafka's own log lines would bury the one-line error a user gets instead.
+            error_cb=errors.append,
+            log_level=0,
+        )
     )
     try:
-        remaining = _assign_to_start(consumer, settings, topic)
+        remaining = _assign_to_start(consumer, settings, topic, errors)
         records: list[Message] = []
         last_progress = time.monotonic()
         while remaining:
             messages = consumer.consume(10_000, 0.5)
             if not messages and time.monotonic() - last_progress > stall_s:
+                last_error = f" (last error: {errors[-1].str()})" if errors else ""
                 raise ServiceUnavailable(
                     f"reading {topic} stalled for {stall_s:.0f}s with "
-                    f"{len(remaining)} partition(s) not read to the end"
+                    f"{len(remaining)} partition(s) not read to the end{last_error}"
                 )
             for message in messages:
                 end = remaining.get(message.partition())
@@ -45,13 +52,17 @@ def read_to_end(settings: Settings, topic: str, *, stall_s: float = 30.0) -> lis
         consumer.close()
 
 
-def _assign_to_start(consumer: Consumer, settings: Settings, topic: str) -> dict[int, int]:
+def _assign_to_start(
+    consumer: Consumer, settings: Settings, topic: str, errors: list[KafkaError]
+) -> dict[int, int]:
     """Assign every non-empty partition from its low watermark; return partition → end."""
     try:
         metadata = consumer.list_topics(topic, timeout=5)
     except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        cause = error.str() if error is not None else str(exc)
         raise ServiceUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} is not reachable ({exc})"
+            f"Kafka at {settings.kafka_bootstrap} is not reachable ({cause})"
         ) from None
     info = metadata.topics.get(topic)
     if info is None or info.error is not None:

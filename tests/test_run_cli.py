@@ -73,3 +73,12 @@ def test_unreadable_professions_file_is_one_clear_line(cli: Cli, tmp_path: Path)
     result = cli(Settings(professions=missing), "run", "--once", "--processes", "2")
     assert result.returncode == 2
     assert "cannot read the professions file" in _one_line_error(result)
+
+
+@pytest.mark.integration
+def test_verify_with_kafka_down_prints_only_the_error_line(cli: Cli, settings: Settings) -> None:
+    result = cli(settings.with_overrides(kafka_bootstrap="127.0.0.1:1"), "verify", timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # no librdkafka log lines around it
+    assert lines[0].startswith("jobpulse: Kafka at 127.0.0.1:1 is not reachable")
