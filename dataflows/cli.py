@@ -65,7 +65,7 @@ def run(
         typer.Option(help="Cluster member: 'host:port;host:port...' (env BYTEWAX_ADDRESSES)."),
     ] = None,
     end_offsets: Annotated[str | None, typer.Option(hidden=True)] = None,
-    quiet_summary: Annotated[bool, typer.Option(hidden=True)] = False,
+    launched: Annotated[bool, typer.Option(hidden=True)] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the dataflow: offers topic → deltas topic, DLQ topic and live counts in Redis.
@@ -102,7 +102,7 @@ def run(
             process_id=process_id if address_list else None,
             addresses=address_list,
             end_offsets=parsed_end,
-            summary=not quiet_summary,
+            launched=launched,
         ),
     )
 

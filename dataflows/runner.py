@@ -30,6 +30,7 @@ from pathlib import Path
 import orjson
 
 from jobpulse.errors import JobpulseError, ServiceUnavailable, UsageError
+from jobpulse.offer import UNKNOWN
 from jobpulse.settings import Settings, child_env
 from jobpulse.store import PartitionProgress, Store, totals
 
@@ -56,8 +57,14 @@ class RunOptions:
     addresses: list[str] | None = None
     #: ``--once`` end offsets decided by a parent launcher (partition → offset).
     end_offsets: Mapping[int, int] | None = None
-    #: Print the records/s summary at the end (off in a launcher's children).
-    summary: bool = True
+    #: A child of a local-cluster launcher (``--processes``): the launcher speaks for the run.
+    launched: bool = False
+
+    @property
+    def speaks_for_run(self) -> bool:
+        """This process warns and reports for the whole run: a one-process run, a local
+        cluster's launcher, or process 0 of an external cluster (e.g. pod 0)."""
+        return not self.launched and (self.process_id or 0) == 0
 
 
 def default_recovery_dir(settings: Settings) -> Path:
@@ -71,6 +78,12 @@ def run(settings: Settings, options: RunOptions) -> None:
     from .professions import load_professions
 
     professions = load_professions(settings.professions)  # a bad file fails before anything
+    if settings.professions is None and options.speaks_for_run:
+        log.warning(
+            "JOBPULSE_PROFESSIONS is not set: offers with only a profession_id count as "
+            "category %s",
+            UNKNOWN,
+        )
     offers_partitions = preflight(settings)
     recovery_dir = options.recovery_dir or default_recovery_dir(settings)
     if ensure_recovery_dir(recovery_dir, settings.partitions):
@@ -90,8 +103,8 @@ def run(settings: Settings, options: RunOptions) -> None:
         _launch_local_cluster(settings, options, recovery_dir, end)
     else:
         _run_here(settings, options, recovery_dir, offers_partitions, end, professions)
-    if options.summary:
-        _print_summary(settings, before, time.monotonic() - started)
+    if not options.launched:
+        _print_summary(settings, before, time.monotonic() - started, once=options.once)
 
 
 def _check_options(settings: Settings, options: RunOptions) -> None:
@@ -209,7 +222,8 @@ def _run_here(
     from .kafka_io import STOP
 
     try:
-        with _graceful_stop(STOP.set):
+        # A local cluster's launcher announces the stop once for all its processes.
+        with _graceful_stop(STOP.set, announce=not options.launched):
             cli_main(
                 flow,
                 workers_per_process=options.workers,
@@ -279,7 +293,7 @@ def _launch_local_cluster(
         str(recovery_dir),
         "--snapshot-interval",
         str(options.snapshot_interval_s),
-        "--quiet-summary",
+        "--launched",
     ]
     if options.once:
         offsets = orjson.dumps(end or {}, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -336,8 +350,11 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextlib.contextmanager
-def _graceful_stop(on_first: Callable[[], None]) -> Iterator[None]:
-    """First Ctrl-C/SIGTERM: ``on_first()`` and keep going; a second Ctrl-C interrupts."""
+def _graceful_stop(on_first: Callable[[], None], *, announce: bool = True) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM: ``on_first()`` and keep going; a second Ctrl-C interrupts.
+
+    ``announce``: log the stop at INFO (else DEBUG), once per process however many signals.
+    """
     requested = False
 
     def handle(signum: int, _frame: object) -> None:
@@ -346,7 +363,10 @@ def _graceful_stop(on_first: Callable[[], None]) -> Iterator[None]:
             raise KeyboardInterrupt
         if not requested:
             requested = True
-            log.info("stopping: finishing the batches in flight (Ctrl-C again to abort)")
+            log.log(
+                logging.INFO if announce else logging.DEBUG,
+                "stopping: finishing the batches in flight (Ctrl-C again to abort)",
+            )
             on_first()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -367,14 +387,24 @@ def _progress(settings: Settings) -> PartitionProgress:
         return PartitionProgress()
 
 
-def _print_summary(settings: Settings, before: PartitionProgress, seconds: float) -> None:
+def _print_summary(
+    settings: Settings, before: PartitionProgress, seconds: float, *, once: bool
+) -> None:
     store = Store.connect(settings)
     now = totals(store.partitions().values())
     records = now.records - before.records
-    rate = records / seconds if seconds > 0 else 0.0
     print(
-        f"processed {records} records in {seconds:.1f}s ({rate:,.0f}/s); since start: "
+        f"processed {_throughput(records, seconds, once=once)}; since start: "
         f"{now.records} records, {now.dlq} to the DLQ, {now.unknown_deletes} deletes of unknown "
         f"offers, {now.late} late deltas; open offers: {store.breakdown().total}",
         file=sys.stderr,
     )
+
+
+def _throughput(records: int, seconds: float, *, once: bool) -> str:
+    """A ``--once`` run reads all the time, so its rate means something; a live run waits
+    for input most of the time, so a rate over its whole duration would not."""
+    if once:
+        rate = records / seconds if seconds > 0 else 0.0
+        return f"{records} records in {seconds:.1f}s ({rate:,.0f}/s)"
+    return f"{records} records over {seconds:.1f}s including idle time"

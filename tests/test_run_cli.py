@@ -82,3 +82,16 @@ def test_verify_with_kafka_down_prints_only_the_error_line(cli: Cli, settings: S
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr  # no librdkafka log lines around it
     assert lines[0].startswith("jobpulse: Kafka at 127.0.0.1:1 is not reachable")
+
+
+@pytest.mark.integration
+@pytest.mark.partitions(2)
+def test_run_without_professions_warns_once(cli: Cli, settings: Settings) -> None:
+    assert settings.professions is None
+    result = cli(settings, "run", "--once", "--processes", "2")
+    assert result.returncode == 0, result.stderr
+    warning = (
+        "JOBPULSE_PROFESSIONS is not set: offers with only a profession_id count as "
+        "category Unknown"
+    )
+    assert result.stderr.count(warning) == 1, result.stderr  # the launcher, not each child

@@ -113,6 +113,8 @@ def test_scenario_once_gives_exact_counts_topic2_dlq_and_verify(
     result = cli(settings, "run", "--once")
     assert result.returncode == 0, result.stderr
     assert "removed" in result.stderr and "stale Redis keys" in result.stderr
+    assert "JOBPULSE_PROFESSIONS is not set" not in result.stderr
+    assert f"processed {len(steps)} records in " in result.stderr and "/s)" in result.stderr
     check_scenario_outcome(settings, steps, cli)
 
     # Running again resumes at the end: nothing is read or counted twice.
@@ -257,6 +259,11 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes_at_the_end(
             process.kill()
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr and "panicked" not in stderr
+    # One announcement for the whole run, however many processes got the signal.
+    assert stderr.count("stopping: finishing the batches") == 1, stderr
+    # A live run waits for input: its duration is not a processing rate.
+    assert f"processed {len(steps)} records over" in stderr
+    assert "including idle time" in stderr and "/s)" not in stderr
     assert store.cells() == expected(steps).counts
     again = cli(settings, "run", "--once")
     assert again.returncode == 0, again.stderr
