@@ -53,6 +53,14 @@ def run(
     once: Annotated[
         bool, typer.Option("--once", help="Stop at the end of the offers topic as of the start.")
     ] = False,
+    recount: Annotated[
+        bool,
+        typer.Option(
+            "--recount",
+            help="With a new recovery store: replace the counts already under the Redis "
+            "prefix (cleared, then recounted from offset 0).",
+        ),
+    ] = False,
     snapshot_interval: Annotated[
         float, typer.Option(help="Seconds between state snapshots (= max replay).", min=0.1)
     ] = 5.0,
@@ -103,6 +111,7 @@ def run(
             addresses=address_list,
             end_offsets=parsed_end,
             launched=launched,
+            recount=recount,
         ),
     )
 

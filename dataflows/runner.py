@@ -59,6 +59,8 @@ class RunOptions:
     end_offsets: Mapping[int, int] | None = None
     #: A child of a local-cluster launcher (``--processes``): the launcher speaks for the run.
     launched: bool = False
+    #: A new recovery store may replace the counts already under the Redis prefix.
+    recount: bool = False
 
     @property
     def speaks_for_run(self) -> bool:
@@ -86,8 +88,17 @@ def run(settings: Settings, options: RunOptions) -> None:
         )
     offers_partitions = preflight(settings)
     recovery_dir = options.recovery_dir or default_recovery_dir(settings)
-    if ensure_recovery_dir(recovery_dir, settings.partitions):
-        clear_stale_counts(settings)
+    new_store = ensure_recovery_dir(
+        recovery_dir,
+        settings.partitions,
+        before_init=lambda: claim_prefix(settings, recovery_dir, recount=options.recount),
+    )
+    if options.recount and not new_store and options.addresses is None:
+        # (A cluster member may find the store another member just made: not an error.)
+        raise UsageError(
+            f"--recount needs a new recovery store, but {recovery_dir} exists and would "
+            "resume: delete it or pass another --recovery-dir to recount from offset 0"
+        )
     end = options.end_offsets
     if options.once and end is None:
         from .kafka_io import end_offsets
@@ -143,10 +154,14 @@ def preflight(settings: Settings) -> list[int]:
     return list(range(existing[settings.offers_topic]))
 
 
-def ensure_recovery_dir(path: Path, partitions: int) -> bool:
+def ensure_recovery_dir(
+    path: Path, partitions: int, *, before_init: Callable[[], None] | None = None
+) -> bool:
     """Create and initialise the recovery store on first use (safe against concurrent starts).
 
-    Returns whether it was initialised now, i.e. the dataflow starts from empty state.
+    ``before_init`` runs first when the store is new (under the init lock); if it raises,
+    nothing is initialised. Returns whether it was initialised now, i.e. the dataflow
+    starts from empty state.
     """
     from bytewax.recovery import init_db_dir
 
@@ -163,6 +178,8 @@ def ensure_recovery_dir(path: Path, partitions: int) -> bool:
                         f"version uses {STATE_LAYOUT}: use a new --recovery-dir (a recount)"
                     )
                 return False
+            if before_init is not None:
+                before_init()
             init_db_dir(path, partitions)
             layout_file.write_bytes(orjson.dumps(STATE_LAYOUT))
             log.info("initialised recovery store %s with %d partitions", path, partitions)
@@ -171,16 +188,29 @@ def ensure_recovery_dir(path: Path, partitions: int) -> bool:
         raise UsageError(f"cannot use the recovery directory {path}: {exc}") from None
 
 
-def clear_stale_counts(settings: Settings) -> None:
-    """A new recovery store means a recount from offset 0: Redis values under the prefix
-    belong to no state any more and a cell the recount never touches would stay stale."""
-    removed = Store.connect(settings).clear()
-    if removed:
-        log.warning(
-            "new recovery store: removed %d stale Redis keys under %s:* before the recount",
-            removed,
-            settings.redis_prefix,
+def claim_prefix(settings: Settings, recovery_dir: Path, *, recount: bool) -> None:
+    """Before a new recovery store starts counting from offset 0 into the Redis prefix.
+
+    A fresh prefix is simply used. A prefix that already holds counts was written by another
+    recovery store (another directory, another ``--recovery-dir``, a deleted state dir):
+    replacing those counts must be asked for with ``recount``, then the old keys go (a cell
+    the recount never touches would otherwise stay stale).
+    """
+    store = Store.connect(settings)
+    if store.breakdown().version == 0:  # nothing was ever written under this prefix
+        return
+    if not recount:
+        raise UsageError(
+            f"Redis prefix {settings.redis_prefix!r} already holds jobpulse counts, but the "
+            f"recovery store {recovery_dir.resolve()} is new: point --recovery-dir at the "
+            "store that wrote them, or pass --recount to replace them (recount from offset 0)"
         )
+    removed = store.clear()
+    log.warning(
+        "--recount: removed %d Redis keys under %s:* before recounting from offset 0",
+        removed,
+        settings.redis_prefix,
+    )
 
 
 def _run_here(

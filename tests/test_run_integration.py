@@ -107,12 +107,16 @@ def test_scenario_once_gives_exact_counts_topic2_dlq_and_verify(
     settings = with_professions(settings, tmp_path)
     steps = scenario()
     produce(settings, steps)
-    # Left over from an earlier run with another recovery store: a fresh store recounts from
-    # scratch, so these must not survive.
+    # Left over from an earlier run with another recovery store: a new store only replaces
+    # them when asked to (--recount), and then they must not survive.
     Store.connect(settings).write(cells={Cell("Stale", "Atlantis"): 5})
-    result = cli(settings, "run", "--once")
+    refused = cli(settings, "run", "--once")
+    assert refused.returncode == 2, refused.stderr
+    assert "--recount" in refused.stderr
+    assert Store.connect(settings).cells() == {Cell("Stale", "Atlantis"): 5}
+    result = cli(settings, "run", "--once", "--recount")
     assert result.returncode == 0, result.stderr
-    assert "removed" in result.stderr and "stale Redis keys" in result.stderr
+    assert "--recount: removed" in result.stderr
     assert "JOBPULSE_PROFESSIONS is not set" not in result.stderr
     assert f"processed {len(steps)} records in " in result.stderr and "/s)" in result.stderr
     check_scenario_outcome(settings, steps, cli)
