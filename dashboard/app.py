@@ -13,18 +13,20 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import panel as pn
 from bokeh.document import Document
 from bokeh.models import (
+    BoxAnnotation,
     ColumnDataSource,
     DataTable,
     Div,
     FactorRange,
     HoverTool,
     InlineStyleSheet,
+    LegendItem,
     NumberFormatter,
     StringFormatter,
     TableColumn,
@@ -61,8 +63,25 @@ EMPTY_CSS = ".jp-empty { color: #5b6b7b; font-style: italic; padding: 4px 2px; }
 
 #: Table headers that would not fit their column.
 SHORT_NAMES = {"North America": "N. America", "South America": "S. America"}
-COUNT = NumberFormatter(format="0,0", text_align="right")
-BOLD_COUNT = NumberFormatter(format="0,0", text_align="right", font_style="bold")
+#: ``None`` is a number not known yet (Redis never read, Kafka not asked): shown as "–".
+COUNT = NumberFormatter(format="0,0", text_align="right", null_format="–")
+BOLD_COUNT = NumberFormatter(format="0,0", text_align="right", font_style="bold", null_format="–")
+#: Every column after the first holds numbers: right-aligned, headers included, whatever
+#: the formatter does with an empty or missing value.
+TABLE_CSS = InlineStyleSheet(
+    css=".slick-cell:not(.l0) { text-align: right; }"
+    " .slick-header-column:not(:first-child) .slick-column-name { float: right; }"
+)
+#: Width of one character of the bold 13 px category labels, and the cell padding (px).
+CATEGORY_CHAR_PX = 8
+CATEGORY_PADDING_PX = 20
+#: Width of the stacked bar chart; the breakdown table takes the rest of the row.
+BAR_CHART_WIDTH = 560
+#: Height of the breakdown table, and of the heading above it (with its margins).
+TABLE_HEIGHT = 330
+TABLE_HEADING_HEIGHT = 45
+#: Shading of the newest window while it still fills up.
+FILLING_FILL = "#dde3ea"
 
 
 def _div(css: str, css_class: str, **kwargs: Any) -> Div:
@@ -82,22 +101,30 @@ class DashboardSession:
         self.settings = settings
         counts = snapshot.breakdown.counts if snapshot.breakdown else {}
         self.continents = vm.continent_columns(counts)
+        self.category_width = _category_width(counts)
 
         self.banner = _div(BANNER_CSS, "jp-redis-banner", visible=False, name="redis-banner")
         self.status = _div(STATUS_CSS, "jp-health", name="health")
         self.cards = _div(CARD_CSS, "jp-headline", name="headline")
         self.empty_note = _div(EMPTY_CSS, "jp-empty-note", name="empty-note")
 
-        self.table_source = ColumnDataSource(vm.table_columns(counts), name="breakdown-source")
+        self.table_source = ColumnDataSource(
+            vm.table_columns(counts, known=not vm.redis_never_read(snapshot)),
+            name="breakdown-source",
+        )
         self.table = DataTable(
             source=self.table_source,
             columns=self._table_columns(),
+            # Exact column widths: a force-fitted table shares its width out evenly when it
+            # first renders, which clipped long category names.
+            autosize_mode="none",
+            stylesheets=[TABLE_CSS],
             index_position=None,
             sortable=False,
             reorderable=False,
             selectable=False,
             sizing_mode="stretch_width",
-            height=330,
+            height=TABLE_HEIGHT,
             row_height=28,
             css_classes=["jp-breakdown-table"],
             name="breakdown-table",
@@ -109,17 +136,16 @@ class DashboardSession:
         self.trend_source = ColumnDataSource(
             vm.trend_columns(list(snapshot.windows), self.continents), name="trend-source"
         )
+        self.filling_marks: list[tuple[BoxAnnotation, LegendItem]] = []
         self.opened_chart = self._trend_figure("opened", "Offers opened per window")
         self.closed_chart = self._trend_figure("closed", "Offers closed per window")
 
         self.partition_source = ColumnDataSource(
-            vm.partition_columns(
-                snapshot.partitions, snapshot.high_watermarks, settings.partitions
-            ),
-            name="partition-source",
+            _partition_columns(snapshot, settings), name="partition-source"
         )
         self.partition_table = DataTable(
             source=self.partition_source,
+            stylesheets=[TABLE_CSS],
             columns=[
                 TableColumn(field="partition", title="Partition", width=70),
                 TableColumn(field="offset", title="Processed offset", formatter=COUNT),
@@ -145,12 +171,12 @@ class DashboardSession:
             TableColumn(
                 field=vm.CATEGORY_COLUMN,
                 title="Category",
-                width=150,
+                width=self.category_width,
                 formatter=StringFormatter(font_style="bold"),
             )
         ]
         columns += [
-            TableColumn(field=c, title=SHORT_NAMES.get(c, c), formatter=COUNT, width=82)
+            TableColumn(field=c, title=SHORT_NAMES.get(c, c), formatter=COUNT, width=66)
             for c in self.continents
         ]
         columns.append(
@@ -161,8 +187,11 @@ class DashboardSession:
     def _bar_figure(self) -> Any:
         fig = figure(
             x_range=FactorRange(*self.continents),
-            height=330,
-            sizing_mode="stretch_width",
+            # As tall as the table column beside it (heading + table), so no blank band
+            # opens between this row and the trend charts.
+            height=TABLE_HEIGHT + TABLE_HEADING_HEIGHT,
+            width=BAR_CHART_WIDTH,
+            sizing_mode="fixed",
             title="Open offers per continent, by category",
             toolbar_location=None,
             tools="",
@@ -181,9 +210,7 @@ class DashboardSession:
         fig.y_range.start = 0
         fig.xgrid.grid_line_color = None
         fig.xaxis.major_label_orientation = 0.5
-        fig.legend.location = "top_left"
-        fig.legend.label_text_font_size = "11px"
-        fig.legend.background_fill_alpha = 0.7
+        _legend_outside(fig, font_size="11px")
         return fig
 
     def _trend_figure(self, kind: str, title: str) -> Any:
@@ -209,11 +236,16 @@ class DashboardSession:
         # With one window the axis would span microseconds: show ten windows at least.
         fig.x_range.default_span = 10 * self.settings.window_seconds * 1000
         fig.y_range.start = 0
-        fig.legend.location = "top_left"
-        fig.legend.label_text_font_size = "10px"
-        fig.legend.background_fill_alpha = 0.6
-        fig.legend.spacing = 0
-        fig.legend.padding = 4
+        _legend_outside(fig, font_size="10px")
+        # The newest window is still filling: shade it and say so, so its low point does
+        # not read as a drop.
+        box = BoxAnnotation(fill_color=FILLING_FILL, fill_alpha=0.6, line_alpha=0, visible=False)
+        fig.add_layout(box)
+        # A legend entry explains the shading (annotations have none of their own).
+        swatch = fig.scatter(x=[], y=[], marker="square", size=10, color=FILLING_FILL)
+        item = LegendItem(label="current window, still filling", renderers=[swatch], visible=False)
+        fig.legend[0].items.append(item)
+        self.filling_marks.append((box, item))
         return fig
 
     def layout(self) -> pn.viewable.Viewable:
@@ -230,7 +262,7 @@ class DashboardSession:
                     pn.pane.Bokeh(self.table, **card),
                     sizing_mode="stretch_width",
                 ),
-                pn.pane.Bokeh(self.bars, **card),
+                pn.pane.Bokeh(self.bars),
                 sizing_mode="stretch_width",
             ),
             pn.Row(
@@ -248,31 +280,50 @@ class DashboardSession:
     def apply(self, snapshot: vm.Snapshot) -> None:
         """Bring every model up to ``snapshot``, sending only what changed."""
         counts = snapshot.breakdown.counts if snapshot.breakdown else {}
+        known = not vm.redis_never_read(snapshot)
         continents = vm.continent_columns(counts)
-        if continents != self.continents:  # an unexpected continent name appeared
-            self.continents = continents
+        category_width = _category_width(counts)
+        if continents != self.continents or category_width != self.category_width:
+            # An unexpected continent name, or a category label the column is too narrow for.
+            if continents != self.continents:
+                self.bars.x_range.factors = continents
+            self.continents, self.category_width = continents, category_width
             self.table.columns = self._table_columns()
-            self.bars.x_range.factors = continents
-        if _update_source(self.table_source, vm.table_columns(counts)):
+        if _update_source(self.table_source, vm.table_columns(counts, known=known)):
             _refresh_table(self.table)
         _update_source(self.bar_source, vm.stacked_bar_columns(counts))
         self._apply_trends(snapshot.windows)
-        partitions = vm.partition_columns(
-            snapshot.partitions, snapshot.high_watermarks, self.settings.partitions
-        )
-        if _update_source(self.partition_source, partitions):
+        self._mark_filling_window(snapshot.windows, time.time())
+        if _update_source(self.partition_source, _partition_columns(snapshot, self.settings)):
             _refresh_table(self.partition_table)
         _set_text(self.cards, headline_html(vm.headline(snapshot)))
         _set_text(self.status, status_html(snapshot, self.settings, time.time()))
+        # "No open offers yet." is for a Redis that answered and holds nothing.
+        empty = known and not counts
         _set_text(
             self.empty_note,
-            "" if counts else '<span data-testid="empty-note">No open offers yet.</span>',
+            '<span data-testid="empty-note">No open offers yet.</span>' if empty else "",
         )
-        self.empty_note.visible = not counts
+        self.empty_note.visible = empty
         banner = banner_html(snapshot, self.settings)
         _set_text(self.banner, banner)
         if self.banner.visible != bool(banner):
             self.banner.visible = bool(banner)
+
+    def _mark_filling_window(self, windows: Sequence[vm.WindowCounts], now: float) -> None:
+        """Shade the newest window on both trend charts while it is still filling."""
+        window_ms = self.settings.window_seconds * 1000
+        start = vm.filling_window(windows, self.settings.window_seconds, now)
+        for box, item in self.filling_marks:
+            if start is None:
+                if box.visible:
+                    box.visible = item.visible = False
+                continue
+            # The point sits at the window start; shade half a window either side of it.
+            left, right = start - window_ms // 2, start + window_ms // 2
+            if (box.left, box.right, box.visible) != (left, right, True):
+                box.update(left=left, right=right, visible=True)
+                item.visible = True
 
     def _apply_trends(self, windows: Sequence[vm.WindowCounts]) -> None:
         new = vm.trend_columns(list(windows), self.continents)
@@ -286,6 +337,30 @@ class DashboardSession:
             self.trend_source.patch(update.patches)
         if update.stream:
             self.trend_source.stream(update.stream, rollover=len(new["start"]))
+
+
+def _category_width(counts: Mapping[str, Mapping[str, int]]) -> int:
+    """Category column width (px) that fits the longest label, at least the old 150."""
+    return max(150, vm.longest_category(counts) * CATEGORY_CHAR_PX + CATEGORY_PADDING_PX)
+
+
+def _partition_columns(snapshot: vm.Snapshot, settings: Settings) -> vm.Columns:
+    return vm.partition_columns(
+        snapshot.partitions,
+        snapshot.high_watermarks,
+        settings.partitions,
+        known=not vm.redis_never_read(snapshot),
+    )
+
+
+def _legend_outside(fig: Any, *, font_size: str) -> None:
+    """Move the figure's legend to the right of the plot area, off the data."""
+    legend = fig.legend[0]
+    legend.label_text_font_size = font_size
+    legend.spacing = 0
+    legend.padding = 4
+    legend.border_line_alpha = 0
+    fig.add_layout(legend, "right")
 
 
 def _update_source(source: ColumnDataSource, new: vm.Columns) -> bool:
@@ -327,20 +402,25 @@ def _card(label: str, testid: str, value: str, sub: str = "") -> str:
     )
 
 
+def _n(value: int | None) -> str:
+    """A count with thousands separators; "–" when it is not known."""
+    return "–" if value is None else f"{value:,}"
+
+
 def headline_html(h: vm.Headline) -> str:
     rate = "–" if h.records_per_s is None else f"{h.records_per_s:,.1f}"
     window = f"window from {vm.format_window(h.window_start_ms)}"
     return (
         '<div class="jp-cards">'
-        + _card("Open offers", "open-offers", f"{h.open_offers:,}")
-        + _card("Opened, last window", "opened-last-window", f"{h.opened_last_window:,}", window)
-        + _card("Closed, last window", "closed-last-window", f"{h.closed_last_window:,}", window)
-        + _card("Records/s", "records-per-s", rate, f"{h.records:,} records read")
+        + _card("Open offers", "open-offers", _n(h.open_offers))
+        + _card("Opened, last window", "opened-last-window", _n(h.opened_last_window), window)
+        + _card("Closed, last window", "closed-last-window", _n(h.closed_last_window), window)
+        + _card("Records/s", "records-per-s", rate, f"{_n(h.records)} records read")
         + _card(
             "Dead-lettered",
             "dlq-count",
-            f"{h.dlq:,}",
-            f"{h.late:,} late · {h.unknown_deletes:,} unknown deletes",
+            _n(h.dlq),
+            f"{_n(h.late)} late · {_n(h.unknown_deletes)} unknown deletes",
         )
         + "</div>"
     )
@@ -362,10 +442,8 @@ def status_html(snapshot: vm.Snapshot, settings: Settings, now: float) -> str:
             'reachable, <b data-testid="topic-missing">offers topic missing</b> '
             f"({html.escape(settings.offers_topic)})"
         )
-    lag = vm.total_lag(
-        vm.partition_columns(snapshot.partitions, snapshot.high_watermarks, settings.partitions)
-    )
-    version = snapshot.breakdown.version if snapshot.breakdown else 0
+    lag = vm.total_lag(_partition_columns(snapshot, settings))
+    version = snapshot.breakdown.version if snapshot.breakdown else "–"
     return (
         '<div class="jp-status">'
         f'<span data-testid="redis-status" data-ok="{str(snapshot.redis_ok).lower()}">'
@@ -389,10 +467,15 @@ def banner_html(snapshot: vm.Snapshot, settings: Settings) -> str:
     if snapshot.redis_ok:
         return ""
     detail = f" ({snapshot.redis_error})" if snapshot.redis_error else ""
+    shown = (
+        "nothing has been read yet."
+        if vm.redis_never_read(snapshot)
+        else "the numbers below are the last ones read."
+    )
     return (
         f'<div class="jp-banner" data-testid="redis-banner">Redis unavailable at '
         f"{html.escape(_redacted(settings.redis_url))}{html.escape(detail)} — retrying every "
-        "second; the numbers below are the last ones read.</div>"
+        f"second; {shown}</div>"
     )
 
 

@@ -83,21 +83,27 @@ def category_order(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
     return [*known, UNKNOWN] if UNKNOWN in row_totals else known
 
 
-def table_columns(counts: Mapping[str, Mapping[str, int]]) -> Columns:
+def table_columns(counts: Mapping[str, Mapping[str, int]], *, known: bool = True) -> Columns:
     """Table rows (categories, then a Total row) × continents, with a total per row.
 
     Keys: ``category``, one key per continent, ``total``. Missing cells are 0. An empty
-    breakdown gives just the Total row of zeros.
+    breakdown gives just the Total row of zeros; ``known=False`` (Redis never read) gives
+    a Total row of ``None`` (shown as "–").
     """
     continents = continent_columns(counts)
     categories = category_order(counts)
     data: Columns = {CATEGORY_COLUMN: [*categories, TOTAL]}
     for continent in continents:
         column = [int(counts.get(cat, {}).get(continent, 0)) for cat in categories]
-        data[continent] = [*column, sum(column)]
+        data[continent] = [*column, sum(column) if known else None]
     row_totals = [sum(data[c][i] for c in continents) for i in range(len(categories))]
-    data[TOTAL_COLUMN] = [*row_totals, sum(row_totals)]
+    data[TOTAL_COLUMN] = [*row_totals, sum(row_totals) if known else None]
     return data
+
+
+def longest_category(counts: Mapping[str, Mapping[str, int]]) -> int:
+    """Characters in the longest row label (categories and the Total row)."""
+    return max((len(c) for c in (*counts, TOTAL)), default=len(TOTAL))
 
 
 def category_colors(categories: Iterable[str]) -> dict[str, str]:
@@ -154,6 +160,17 @@ def trend_columns(windows: Sequence[WindowCounts], continents: Sequence[str]) ->
     return data
 
 
+def filling_window(windows: Sequence[WindowCounts], window_seconds: int, now: float) -> int | None:
+    """Start (epoch ms) of the newest window when it is still open at ``now`` (epoch s).
+
+    Its counts are still growing, so its point on a trend line is not a real drop.
+    """
+    if not windows:
+        return None
+    start_ms = windows[-1].start_ms
+    return start_ms if now * 1000 < start_ms + window_seconds * 1000 else None
+
+
 def _per_continent(cells: Mapping[Any, int]) -> dict[str, int]:
     sums: dict[str, int] = {}
     for cell, n in cells.items():
@@ -166,19 +183,33 @@ def _per_continent(cells: Mapping[Any, int]) -> dict[str, int]:
 class Headline:
     """The big numbers at the top of the page."""
 
-    open_offers: int
+    open_offers: int | None
     window_start_ms: int | None
-    opened_last_window: int
-    closed_last_window: int
+    opened_last_window: int | None
+    closed_last_window: int | None
     records_per_s: float | None
-    dlq: int
-    records: int
-    late: int
-    unknown_deletes: int
+    dlq: int | None
+    records: int | None
+    late: int | None
+    unknown_deletes: int | None
+
+
+#: The headline while Redis has never answered: nothing is known, which is not zero.
+UNKNOWN_HEADLINE = Headline(None, None, None, None, None, None, None, None, None)
+
+
+def redis_never_read(snapshot: Snapshot) -> bool:
+    """Whether Redis has not been read once yet (every count is unknown, not zero)."""
+    return snapshot.breakdown is None
 
 
 def headline(snapshot: Snapshot) -> Headline:
-    """Open offers, the newest window's opened/closed, throughput and DLQ count."""
+    """Open offers, the newest window's opened/closed, throughput and DLQ count.
+
+    All ``None`` until Redis was read once.
+    """
+    if redis_never_read(snapshot):
+        return UNKNOWN_HEADLINE
     stats = totals(snapshot.partitions.values())
     last = snapshot.windows[-1] if snapshot.windows else None
     return Headline(
@@ -198,17 +229,33 @@ def partition_columns(
     partitions: Mapping[int, PartitionProgress],
     high_watermarks: Mapping[int, int] | None,
     partition_count: int,
+    *,
+    known: bool = True,
 ) -> Columns:
     """Per offers-partition progress: processed offset, Kafka end offset, lag (None = unknown).
 
-    Lists every partition in ``range(partition_count)`` plus any other one seen in Redis or
-    Kafka, so partitions that received nothing yet still show.
+    The end offset shown is never below the processed offset (so the lag is never negative):
+    the Kafka end offsets are polled less often than Redis is read. Lists every partition in
+    ``range(partition_count)`` plus any other one seen in Redis or Kafka, so partitions that
+    received nothing yet still show. ``known=False`` (Redis never read): everything but the
+    Kafka end offset is ``None``.
     """
     ids = sorted(set(range(partition_count)) | set(partitions) | set(high_watermarks or {}))
     data: Columns = {k: [] for k in ("partition", "offset", "end", "lag", "records", "dlq")}
+    if not known:
+        for p in ids:
+            data["partition"].append(p)
+            data["end"].append(high_watermarks.get(p) if high_watermarks is not None else None)
+            for key in ("offset", "lag", "records", "dlq"):
+                data[key].append(None)
+        return data
     for p in ids:
         progress = partitions.get(p, PartitionProgress())
         end = high_watermarks.get(p) if high_watermarks is not None else None
+        if end is not None:
+            # End offsets are polled every few seconds, the processed offset on every write:
+            # between two polls the dataflow can be past the last end offset read.
+            end = max(end, progress.offset)
         data["partition"].append(p)
         data["offset"].append(progress.offset)
         data["end"].append(end)

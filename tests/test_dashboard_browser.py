@@ -51,6 +51,8 @@ ARTIFACTS = REPO / "test-artifacts"
 TABLE = ".jp-breakdown-table"
 #: How long the page may take to show a change (the target is 1 s; CI machines are slow).
 CHANGE_TIMEOUT_MS = 8000
+#: The longest category of the real data set.
+LONG_CATEGORY = "Marketing / Communication"
 
 # Records the time the open-offers number changes, and a marker that a reload would erase.
 WATCH_JS = """
@@ -497,7 +499,7 @@ def test_one_redis_subscription_per_server_whatever_the_number_of_pages(
             pages = [context.new_page() for context in contexts]
             for tab in pages:
                 open_dashboard(tab, url)
-            write_cells(store, {Cell("Tech", "Europe"): 5})
+            write_cells(store, {Cell("Tech", "Europe"): 3, Cell(LONG_CATEGORY, "Asia"): 2})
             deadline = time.monotonic() + CHANGE_TIMEOUT_MS / 1000
             while any(open_offers(tab) != 5 for tab in pages):  # all live, fed by one reader
                 assert time.monotonic() < deadline, "a page did not follow the write"
@@ -507,6 +509,34 @@ def test_one_redis_subscription_per_server_whatever_the_number_of_pages(
                 observed.add(subscribers())
                 time.sleep(0.5)
             assert observed == {1}
+            # The longest category is shown whole, not clipped by its column.
+            cell = pages[0].locator(f"{TABLE} .slick-cell.l0", has_text=LONG_CATEGORY)
+            assert cell.inner_text().strip() == LONG_CATEGORY
+            assert cell.evaluate("e => e.scrollWidth <= e.clientWidth"), "category clipped"
         finally:
             for context in contexts:
                 context.close()
+
+
+def test_a_redis_never_reached_shows_dashes_not_zeros(
+    stack: Settings, page: Any, tmp_path: Path
+) -> None:
+    settings = stack.with_overrides(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        redis_prefix="never",
+        state_dir=tmp_path / "state",
+    )
+    with dashboard(settings) as url:
+        page.goto(url)
+        page.locator("[data-testid=redis-banner]").wait_for(state="visible", timeout=30_000)
+        page.wait_for_selector(f"{TABLE} .slick-row", timeout=30_000)
+        assert page.locator("[data-testid=open-offers]").inner_text() == "–"
+        assert page.locator("[data-testid=dlq-count]").inner_text() == "–"
+        assert page.locator("[data-testid=empty-note]").count() == 0
+        total_row = page.locator(f"{TABLE} .slick-row", has_text="Total")
+        numbers = [c.strip() for c in total_row.locator(".slick-cell").all_inner_texts()[1:]]
+        assert numbers and set(numbers) == {"–"}
+        banner = page.locator("[data-testid=redis-banner]").inner_text()
+        assert "nothing has been read yet" in banner
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-redis-never-reached.png"), full_page=True)

@@ -66,8 +66,24 @@ def test_empty_breakdown_is_a_total_row_of_zeros() -> None:
     assert vm.stacked_bar_columns({}) == {
         k: [] for k in ("continent", "category", "bottom", "top", "n", "color")
     }
-    h = vm.headline(vm.Snapshot())
+    h = vm.headline(vm.Snapshot(breakdown=Breakdown(counts={}), redis_ok=True))
     assert (h.open_offers, h.opened_last_window, h.dlq, h.window_start_ms) == (0, 0, 0, None)
+
+
+def test_redis_never_read_is_unknown_not_zero() -> None:
+    never = vm.Snapshot(redis_ok=False, redis_error="refused")
+    assert vm.redis_never_read(never)
+    assert vm.headline(never) == vm.UNKNOWN_HEADLINE
+    assert vm.headline(never).open_offers is None and vm.headline(never).dlq is None
+    table = vm.table_columns({}, known=False)
+    assert table[vm.CATEGORY_COLUMN] == [vm.TOTAL]
+    assert all(values == [None] for key, values in table.items() if key != vm.CATEGORY_COLUMN)
+    cols = vm.partition_columns({}, {0: 4, 1: 9}, 2, known=False)
+    assert cols["end"] == [4, 9]
+    assert cols["offset"] == cols["lag"] == cols["records"] == cols["dlq"] == [None, None]
+    assert vm.total_lag(cols) is None
+    # Once read, an empty Redis is zeros again.
+    assert not vm.redis_never_read(vm.Snapshot(breakdown=Breakdown(counts={}), redis_ok=False))
 
 
 def test_stacked_bars_stack_each_continent_in_table_order() -> None:
@@ -131,6 +147,7 @@ def test_partition_columns_lag_and_missing_partitions() -> None:
     assert cols["lag"] == [3, 3, None]
     assert vm.total_lag(cols) == 6
     unknown = vm.partition_columns({}, None, 2)
+    assert unknown["end"] == [None, None]
     assert unknown["lag"] == [None, None]
     assert vm.total_lag(unknown) is None
 
@@ -222,3 +239,24 @@ def test_continent_names_have_one_owner_and_the_dashboard_stays_light() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_end_offset_is_never_below_the_processed_offset() -> None:
+    # The end offsets were polled before the dataflow processed partition 0 further.
+    progress = {0: PartitionProgress(offset=120, records=120), 1: PartitionProgress(offset=5)}
+    cols = vm.partition_columns(progress, {0: 100, 1: 9}, 2)
+    assert cols["end"] == [120, 9]
+    assert cols["lag"] == [0, 4]
+    assert all(end >= offset for end, offset in zip(cols["end"], cols["offset"], strict=True))
+
+
+def test_longest_category_counts_the_total_row_too() -> None:
+    assert vm.longest_category({"Marketing / Communication": {"Europe": 1}}) == 25
+    assert vm.longest_category({}) == len(vm.TOTAL)
+
+
+def test_only_a_window_still_open_is_marked_filling() -> None:
+    windows = [WindowCounts(0), WindowCounts(60_000)]
+    assert vm.filling_window(windows, 60, now=61.0) == 60_000  # 1 s into the newest window
+    assert vm.filling_window(windows, 60, now=120.0) is None  # it closed
+    assert vm.filling_window([], 60, now=0.0) is None

@@ -1,0 +1,86 @@
+"""The dashboard's Bokeh models built from snapshots, without a browser or a server."""
+
+from __future__ import annotations
+
+import time
+
+from bokeh.models import Legend
+
+from jobpulse.dashboard import app
+from jobpulse.dashboard import view_model as vm
+from jobpulse.delta import Cell
+from jobpulse.settings import load
+from jobpulse.store import Breakdown, PartitionProgress, WindowCounts
+
+SETTINGS = load(env={})
+LONG = "Marketing / Communication"
+
+
+def _snapshot(windows: tuple[WindowCounts, ...] = ()) -> vm.Snapshot:
+    counts = {LONG: {"Africa": 3, "Antarctica": 2}, "Tech": {"Europe": 9}}
+    return vm.Snapshot(breakdown=Breakdown(counts=counts), windows=windows, redis_ok=True)
+
+
+def test_legends_sit_outside_the_plot_area() -> None:
+    session = app.DashboardSession(SETTINGS, _snapshot())
+    for fig in (session.bars, session.opened_chart, session.closed_chart):
+        assert any(isinstance(r, Legend) for r in fig.right), fig.name
+        assert not any(isinstance(r, Legend) for r in fig.center), fig.name
+
+
+def test_category_column_fits_the_longest_category_and_grows_with_it() -> None:
+    session = app.DashboardSession(SETTINGS, vm.Snapshot(breakdown=Breakdown({}), redis_ok=True))
+    narrow = session.table.columns[0].width
+    session.apply(_snapshot())
+    wide = session.table.columns[0].width
+    assert wide > narrow
+    assert wide >= len(LONG) * app.CATEGORY_CHAR_PX
+    assert session.table.autosize_mode == "none", "force-fit would share the width evenly"
+
+
+def test_every_number_column_is_right_aligned_and_shows_unknown_as_a_dash() -> None:
+    session = app.DashboardSession(SETTINGS, vm.Snapshot(redis_ok=False))
+    for table in (session.table, session.partition_table):
+        for column in table.columns[1:]:
+            assert column.formatter.text_align == "right", column.field
+            assert column.formatter.null_format == "–", column.field
+        assert app.TABLE_CSS in table.stylesheets
+
+
+def test_redis_never_read_shows_dashes_and_no_empty_note() -> None:
+    never = vm.Snapshot(redis_ok=False, redis_error="refused")
+    session = app.DashboardSession(SETTINGS, never)
+    assert not session.empty_note.visible
+    assert 'data-testid="open-offers">–<' in session.cards.text
+    assert set(session.table_source.data[vm.TOTAL_COLUMN]) == {None}
+    assert "nothing has been read yet" in app.banner_html(never, SETTINGS)
+    empty = vm.Snapshot(breakdown=Breakdown(counts={}), redis_ok=True)
+    session.apply(empty)
+    assert session.empty_note.visible
+    assert 'data-testid="open-offers">0<' in session.cards.text
+
+
+def test_the_window_still_filling_is_shaded_and_named_in_the_legend() -> None:
+    window_ms = SETTINGS.window_seconds * 1000
+    now_ms = int(time.time() * 1000)
+    current = now_ms // window_ms * window_ms
+    done = WindowCounts(current - window_ms, opened={Cell("Tech", "Europe"): 4})
+    filling = WindowCounts(current, opened={Cell("Tech", "Europe"): 1})
+    session = app.DashboardSession(SETTINGS, _snapshot((done, filling)))
+    for box, item in session.filling_marks:
+        assert box.visible and item.visible
+        assert box.left < current < box.right
+    session.apply(_snapshot((filling.__class__(current - 2 * window_ms), done)))
+    assert not any(box.visible or item.visible for box, item in session.filling_marks)
+
+
+def test_lag_is_never_negative_when_kafka_end_offsets_are_older() -> None:
+    snapshot = vm.Snapshot(
+        breakdown=Breakdown(counts={}),
+        redis_ok=True,
+        partitions={0: PartitionProgress(offset=50, records=50)},
+        high_watermarks={0: 40},
+    )
+    session = app.DashboardSession(SETTINGS, snapshot)
+    assert session.partition_source.data["end"][0] == 50
+    assert session.partition_source.data["lag"][0] == 0
