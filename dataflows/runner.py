@@ -34,6 +34,7 @@ from jobpulse.offer import UNKNOWN
 from jobpulse.settings import Settings, child_env
 from jobpulse.store import PartitionProgress, Store, totals
 
+from .exclusive import RecoveryLock, RunLease
 from .open_offers import BUCKETS_PER_PARTITION
 
 log = logging.getLogger("jobpulse.dataflow")
@@ -88,6 +89,45 @@ def run(settings: Settings, options: RunOptions) -> None:
         )
     offers_partitions = preflight(settings)
     recovery_dir = options.recovery_dir or default_recovery_dir(settings)
+    with _exclusive(settings, options, recovery_dir) as lease:
+        _run_exclusively(settings, options, recovery_dir, offers_partitions, professions, lease)
+
+
+@contextlib.contextmanager
+def _exclusive(
+    settings: Settings, options: RunOptions, recovery_dir: Path
+) -> Iterator[RunLease | None]:
+    """Hold the recovery store's lock (a launching process) and the Redis prefix's lease
+    (the process that speaks for the run) for the whole run; see :mod:`.exclusive`."""
+    lock = RecoveryLock.acquire(recovery_dir) if options.addresses is None else None
+    try:
+        lease = (
+            RunLease.acquire(Store.connect(settings), recovery_dir)
+            if options.speaks_for_run
+            else None
+        )
+        try:
+            yield lease
+        finally:
+            if lease is not None:
+                lease.release()
+        if lease is not None and lease.lost.is_set():
+            raise JobpulseError(
+                f"stopped: another jobpulse run took the Redis lease of {settings.redis_prefix!r}"
+            )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_exclusively(
+    settings: Settings,
+    options: RunOptions,
+    recovery_dir: Path,
+    offers_partitions: list[int],
+    professions: dict[int, str],
+    lease: RunLease | None,
+) -> None:
     new_store = ensure_recovery_dir(
         recovery_dir,
         settings.partitions,
@@ -99,6 +139,8 @@ def run(settings: Settings, options: RunOptions) -> None:
             f"--recount needs a new recovery store, but {recovery_dir} exists and would "
             "resume: delete it or pass another --recovery-dir to recount from offset 0"
         )
+    if lease is not None and new_store and options.recount:
+        lease.renew()  # --recount cleared the prefix, the lease key with it
     end = options.end_offsets
     if options.once and end is None:
         from .kafka_io import end_offsets
@@ -111,9 +153,9 @@ def run(settings: Settings, options: RunOptions) -> None:
     before = _progress(settings)
     started = time.monotonic()
     if options.processes > 1 and options.addresses is None:
-        _launch_local_cluster(settings, options, recovery_dir, end)
+        _launch_local_cluster(settings, options, recovery_dir, end, lease)
     else:
-        _run_here(settings, options, recovery_dir, offers_partitions, end, professions)
+        _run_here(settings, options, recovery_dir, offers_partitions, end, professions, lease)
     if not options.launched:
         _print_summary(settings, before, time.monotonic() - started, once=options.once)
 
@@ -220,6 +262,7 @@ def _run_here(
     partitions: list[int],
     end: Mapping[int, int] | None,
     professions: dict[int, str],
+    lease: RunLease | None,
 ) -> None:
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
@@ -251,6 +294,8 @@ def _run_here(
     )
     from .kafka_io import STOP
 
+    if lease is not None:
+        lease.on_lost = STOP.set
     try:
         # A local cluster's launcher announces the stop once for all its processes.
         with _graceful_stop(STOP.set, announce=not options.launched):
@@ -310,7 +355,11 @@ def _die_with_parent() -> None:
 
 
 def _launch_local_cluster(
-    settings: Settings, options: RunOptions, recovery_dir: Path, end: Mapping[int, int] | None
+    settings: Settings,
+    options: RunOptions,
+    recovery_dir: Path,
+    end: Mapping[int, int] | None,
+    lease: RunLease | None,
 ) -> None:
     addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(options.processes))
     env = child_env(settings)
@@ -340,6 +389,8 @@ def _launch_local_cluster(
     log.info(
         "local cluster: %d processes × %d workers on %s", len(children), options.workers, addresses
     )
+    if lease is not None:
+        lease.on_lost = lambda: _signal_all(children, signal.SIGTERM)
     with _graceful_stop(lambda: _signal_all(children, signal.SIGTERM)):
         try:
             _wait_all(children)

@@ -14,6 +14,7 @@ key                             type     content
 ``<p>:partitions``              hash     offers partition → JSON :class:`PartitionProgress`
 ``<p>:meta``                    hash     ``version`` (bumped per write), ``updated_at``
 ``<p>:updates``                 channel  JSON ``{"version", "updated_at"}`` after each write
+``<p>:lease``                   string   the running dataflow's JSON owner (expires; renewed)
 ==============================  =======  ==================================================
 
 All counts are written as absolute values computed by the dataflow's state (never
@@ -50,6 +51,7 @@ class Keys:
         self.partitions = f"{prefix}:partitions"
         self.meta = f"{prefix}:meta"
         self.updates = f"{prefix}:updates"
+        self.lease = f"{prefix}:lease"
 
     def window_opened(self, start_ms: int) -> str:
         return f"{self.prefix}:window:{start_ms}:opened"
@@ -228,10 +230,48 @@ class Store:
         pubsub.subscribe(self.keys.updates)
         return pubsub
 
+    # -- the run lease (one dataflow run per prefix) --------------------------------------
+    def acquire_lease(self, owner: str, ttl_ms: int) -> str | None:
+        """Take the lease for ``ttl_ms`` if nobody holds it; else return the holder's value."""
+        if self.client.set(self.keys.lease, owner, nx=True, px=ttl_ms):
+            return None
+        holder = self.client.get(self.keys.lease)
+        if holder is None:  # expired in between
+            return self.acquire_lease(owner, ttl_ms)
+        return holder.decode()
+
+    def renew_lease(self, owner: str, ttl_ms: int, *, replacing: str | None = None) -> bool:
+        """Extend the lease held by ``owner`` (or take it if free, or if it is exactly
+        ``replacing``, a dead holder's value); ``False`` if someone else holds it."""
+        return bool(
+            self.client.eval(
+                _RENEW_LEASE, 1, self.keys.lease, owner, str(ttl_ms), replacing or owner
+            )
+        )
+
+    def release_lease(self, owner: str) -> None:
+        """Drop the lease if ``owner`` still holds it."""
+        self.client.eval(_RELEASE_LEASE, 1, self.keys.lease, owner)
+
     def clear(self) -> int:
         """Delete every key of this prefix; return how many."""
         doomed = list(self.client.scan_iter(match=self.keys.pattern, count=1000))
         return self.client.delete(*doomed) if doomed else 0
+
+
+_RENEW_LEASE = """
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[1] or held == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def _cell_counts(raw: Mapping[bytes, bytes]) -> dict[Cell, int]:
