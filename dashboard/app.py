@@ -223,6 +223,7 @@ class DashboardSession:
             tools="",
             name=f"{kind}-trend",
         )
+        series = []
         for continent in self.continents:
             style = {
                 "x": "start",
@@ -231,18 +232,29 @@ class DashboardSession:
                 "color": vm.CONTINENT_COLORS.get(continent, vm.UNKNOWN_COLOR),
                 "legend_label": continent,
             }
-            fig.line(line_width=2, **style)
-            fig.scatter(size=5, **style)  # a lone window is a point, not an invisible line
+            series.append(fig.line(line_width=2, **style))
+            # A lone window is a point, not an invisible line.
+            series.append(fig.scatter(size=5, **style))
+        # The axes follow the data only (not the filling-window mark below).
+        fig.x_range.renderers = fig.y_range.renderers = series
         # With one window the axis would span microseconds: show ten windows at least.
         fig.x_range.default_span = 10 * self.settings.window_seconds * 1000
         fig.y_range.start = 0
         _legend_outside(fig, font_size="10px")
         # The newest window is still filling: shade it and say so, so its low point does
         # not read as a drop.
-        box = BoxAnnotation(fill_color=FILLING_FILL, fill_alpha=0.6, line_alpha=0, visible=False)
+        box = BoxAnnotation(
+            fill_color=FILLING_FILL,
+            fill_alpha=0.6,
+            line_alpha=0,
+            level="underlay",  # under the lines, which stay fully visible
+            visible=False,
+        )
         fig.add_layout(box)
         # A legend entry explains the shading (annotations have none of their own).
-        swatch = fig.scatter(x=[], y=[], marker="square", size=10, color=FILLING_FILL)
+        # (One NaN point: never drawn on the plot, but the legend has a glyph to show.)
+        nowhere = [float("nan")]
+        swatch = fig.scatter(x=nowhere, y=nowhere, marker="square", size=12, color=FILLING_FILL)
         item = LegendItem(label="current window, still filling", renderers=[swatch], visible=False)
         fig.legend[0].items.append(item)
         self.filling_marks.append((box, item))
@@ -319,8 +331,9 @@ class DashboardSession:
                 if box.visible:
                     box.visible = item.visible = False
                 continue
-            # The point sits at the window start; shade half a window either side of it.
-            left, right = start - window_ms // 2, start + window_ms // 2
+            # The point sits at the window start: shade the segment that leads to it, and a
+            # little past it.
+            left, right = start - window_ms, start + window_ms // 2
             if (box.left, box.right, box.visible) != (left, right, True):
                 box.update(left=left, right=right, visible=True)
                 item.visible = True
