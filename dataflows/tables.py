@@ -46,8 +46,10 @@ def breakdown_table(breakdown: Breakdown) -> Table:
     continents += sorted(present - set(continents))
     rows = sorted(breakdown.counts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
     column_totals = [sum(row.get(c, 0) for row in breakdown.counts.values()) for c in continents]
+    title = "Open job offers per category × continent"
     table = Table(
-        title="Open job offers per category × continent",
+        title=title,
+        min_width=len(title),  # the title on one line even when there is nothing to show
         caption=f"updated {breakdown.updated_at or 'never'}",
         box=box.SIMPLE_HEAD,
         show_edge=False,

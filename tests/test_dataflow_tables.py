@@ -52,6 +52,7 @@ def test_rows_sorted_by_total_with_row_and_column_totals() -> None:
 def test_empty_breakdown_renders_a_zero_total() -> None:
     rows = _render(Breakdown(counts={}))
     assert rows[-1] == ["Total", "0"]
+    assert "Open job offers per category × continent" in _lines(Breakdown(counts={}), 80)[0]
 
 
 def _real_sized_breakdown(scale: int) -> Breakdown:
