@@ -141,16 +141,18 @@ class OfferSender:
         """Serve delivery reports (and wait up to ``timeout`` seconds for one)."""
         self._producer.poll(timeout)
 
-    def flush(self, timeout: float | None = None) -> int:
+    def flush(
+        self, timeout: float | None = None, give_up: Callable[[], bool] = lambda: False
+    ) -> int:
         """Wait for outstanding deliveries; return how many are still unconfirmed.
 
-        Flushes in short slices so Ctrl-C stays responsive (a second Ctrl-C gives up).
+        Flushes in short slices so that ``give_up`` (a second Ctrl-C) is noticed quickly.
         """
         limit = time.monotonic() + (
             timeout if timeout is not None else self.message_timeout_s + FLUSH_MARGIN_S
         )
         remaining = len(self._producer)
-        while remaining and time.monotonic() < limit and self.fatal is None:
+        while remaining and time.monotonic() < limit and self.fatal is None and not give_up():
             remaining = self._producer.flush(min(0.5, max(0.0, limit - time.monotonic())))
         return remaining
 
@@ -329,22 +331,15 @@ def pump(
     progress = progress or PlainProgress()
     stream = iter(offers)
     start = clock()
-    interrupted = False
-    with _sigterm_as_interrupt():
+    with _stop_signals() as stop:
         progress.start(total)
-        try:
-            _send_loop(stream, sender, rate, duration, start, progress, clock)
-        except KeyboardInterrupt:
-            interrupted = True
+        _send_loop(stream, sender, rate, duration, start, progress, clock, stop)
         seconds = clock() - start
-        try:
-            unconfirmed = sender.flush()
-        except KeyboardInterrupt:
-            interrupted = True
-            unconfirmed = sender.outstanding()
+        unconfirmed = sender.flush(give_up=lambda: stop.count >= 2)
         flush_seconds = clock() - start - seconds
         progress.update(sender.produced, sender.delivered, sender.failed)
         progress.finish()
+    interrupted = stop.count > 0
     return Outcome(
         produced=sender.produced,
         delivered=sender.delivered,
@@ -366,11 +361,12 @@ def _send_loop(
     start: float,
     progress: Progress,
     clock: Callable[[], float],
+    stop: StopSignals,
 ) -> None:
     pacer = Pacer(rate, start) if rate else None
     deadline = start + duration if duration is not None else None
     sent = 0
-    while sender.fatal is None:
+    while sender.fatal is None and not stop.count:
         now = clock()
         if deadline is not None and now >= deadline:
             return
@@ -401,19 +397,33 @@ def _wait(sender: OfferSender, seconds: float) -> None:
         time.sleep(seconds)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (Kubernetes, kill) like Ctrl-C while sending (main thread only)."""
+@dataclass
+class StopSignals:
+    """How many times Ctrl-C / SIGTERM arrived while sending (1: stop and flush, 2: give up)."""
 
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
+    count: int = 0
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[StopSignals]:
+    """Count SIGINT and SIGTERM instead of raising KeyboardInterrupt (main thread only).
+
+    A KeyboardInterrupt raised while librdkafka's C code runs a Python delivery callback
+    can surface as ``SystemError: poll returned NULL``; a flag checked between calls is
+    both safe and responsive (every wait is sliced to at most 0.2-0.5 s).
+    """
+    stop = StopSignals()
+
+    def count(_signum: int, _frame: object) -> None:
+        stop.count += 1
 
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {sig: signal.signal(sig, count) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

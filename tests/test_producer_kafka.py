@@ -222,3 +222,28 @@ def test_ctrl_c_flushes_and_prints_the_summary(settings: Settings) -> None:
     sent = int(stdout.split(" sent")[0].rsplit(" ", 1)[1])
     assert sent > 0
     assert len(consume_all(settings)) == sent
+
+
+@pytest.mark.parametrize("delay_s", [1.2, 1.55, 1.9, 2.25, 2.6])
+def test_ctrl_c_while_waiting_for_the_next_paced_record_stops_cleanly(
+    settings: Settings, delay_s: float
+) -> None:
+    """At low rates the producer spends its time inside librdkafka's poll: a Ctrl-C landing
+    there must still be a clean stop (it once surfaced as a SystemError and exit 1)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobpulse", "produce", "--synthetic", "--rate", "20"],
+        env=child_env(settings),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(delay_s)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "stopped (Ctrl-C or SIGTERM)" in stdout and "0 failed" in stdout
