@@ -145,6 +145,31 @@ def run_cli(
     )
 
 
+def spawn_cli(
+    settings: Settings,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[str]:
+    """Start ``python -m jobpulse *args`` in the background with ``settings`` (+ ``env``).
+
+    Text mode, no stdin, stdout and stderr piped — each overridable through ``popen_kwargs``.
+    """
+    options: dict[str, Any] = {
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "text": True,
+        **popen_kwargs,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobpulse", *args],
+        env=child_env(settings, **(env or {})),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        **options,
+    )
+
+
 @pytest.fixture
 def cli() -> CliRunner:
     """``cli(settings, *args, env=None, timeout=120) -> CompletedProcess[str]``."""

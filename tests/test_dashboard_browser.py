@@ -12,7 +12,6 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -26,12 +25,12 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
-from conftest import REPO, CliRunner
+from conftest import REPO, CliRunner, spawn_cli
 
 from jobpulse.dashboard.app import SHORT_NAMES
 from jobpulse.delta import Cell
 from jobpulse.offer import Offer, Op
-from jobpulse.settings import Settings, child_env
+from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress, Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -102,14 +101,14 @@ def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]
 def dashboard(settings: Settings, extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
     """``jobpulse dashboard`` in a subprocess on a free port; yields its URL."""
     port = free_port()
-    env = child_env(settings, JOBPULSE_DASHBOARD_PORT=str(port), **(extra_env or {}))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobpulse", "dashboard", "--host", "127.0.0.1"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
+    process = spawn_cli(
+        settings,
+        "dashboard",
+        "--host",
+        "127.0.0.1",
+        env={"JOBPULSE_DASHBOARD_PORT": str(port), **(extra_env or {})},
         stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+        text=False,
     )
     url = f"http://127.0.0.1:{port}/"
     try:

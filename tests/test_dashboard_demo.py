@@ -6,16 +6,15 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import orjson
 import psutil
 import pytest
-from conftest import REPO, CliRunner
+from conftest import CliRunner, spawn_cli
 from test_dashboard_browser import free_port, http_get
 
-from jobpulse.settings import Settings, child_env
+from jobpulse.settings import Settings
 from jobpulse.store import Store
 
 pytestmark = pytest.mark.integration
@@ -23,14 +22,8 @@ pytestmark = pytest.mark.integration
 
 def test_demo_runs_the_pipeline_and_ctrl_c_leaves_nothing_running(settings: Settings) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobpulse", "demo", "--port", str(port), "--rate", "20"],
-        env=child_env(settings),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
+    process = spawn_cli(
+        settings, "demo", "--port", str(port), "--rate", "20", stderr=subprocess.STDOUT
     )
     lines: list[str] = []
     try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from itertools import islice
@@ -13,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import NewTopic
-from conftest import REPO, CliRunner
+from conftest import CliRunner, spawn_cli
 
 from jobpulse.offer import parse_offer
 from jobpulse.producer.csv_import import CsvRow, read_rows
 from jobpulse.producer.places import load_places
 from jobpulse.producer.synthetic import Lifecycle, SyntheticStream
-from jobpulse.settings import Settings, child_env
+from jobpulse.settings import Settings
 from jobpulse.stack import topics
 from jobpulse.topic_reader import read_to_end
 
@@ -193,24 +191,7 @@ def test_bad_arguments(settings: Settings, cli: CliRunner, args: list[str], mess
 
 def test_ctrl_c_flushes_and_prints_the_summary(settings: Settings) -> None:
     """SIGINT mid-stream: everything handed to the producer is on the topic, summary printed."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobpulse",
-            "produce",
-            "--synthetic",
-            "--rate",
-            "500",
-            "--seed",
-            "1",
-        ],
-        env=child_env(settings),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn_cli(settings, "produce", "--synthetic", "--rate", "500", "--seed", "1")
     try:
         time.sleep(4.0)
         process.send_signal(signal.SIGINT)
@@ -230,14 +211,7 @@ def test_ctrl_c_while_waiting_for_the_next_paced_record_stops_cleanly(
 ) -> None:
     """At low rates the producer spends its time inside librdkafka's poll: a Ctrl-C landing
     there must still be a clean stop (it once surfaced as a SystemError and exit 1)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobpulse", "produce", "--synthetic", "--rate", "20"],
-        env=child_env(settings),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn_cli(settings, "produce", "--synthetic", "--rate", "20")
     try:
         time.sleep(delay_s)
         process.send_signal(signal.SIGINT)

@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Producer
-from conftest import REPO
+from conftest import spawn_cli
 
 from jobpulse.dataflows.exclusive import AlreadyRunning, RecoveryLock, RunLease
 from jobpulse.offer import Offer
-from jobpulse.settings import Settings, child_env
+from jobpulse.settings import Settings
 from jobpulse.store import Store, totals
 
 pytestmark = pytest.mark.integration
@@ -34,15 +34,7 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def _start(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobpulse", "run", *args],
-        env=child_env(settings, **(env or {})),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_cli(settings, "run", *args, env=env, stdout=subprocess.DEVNULL)
 
 
 def _wait_for_lease(settings: Settings, process: subprocess.Popen) -> dict:

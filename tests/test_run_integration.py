@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Producer
-from conftest import REPO
+from conftest import spawn_cli
 from test_dataflow_scenario import (
     CAIRO,
     HONOLULU,
@@ -32,7 +31,7 @@ from test_dataflow_scenario import (
 from jobpulse.dataflows.dlq import OFFSET, PARTITION, REASON, TOPIC, header_map
 from jobpulse.dataflows.verify import read_deltas
 from jobpulse.delta import Cell, fold
-from jobpulse.settings import Settings, child_env
+from jobpulse.settings import Settings
 from jobpulse.stack import topics
 from jobpulse.store import Store, totals
 from jobpulse.topic_reader import read_to_end
@@ -172,15 +171,7 @@ def synthetic_steps(count: int, seed: int) -> list[Step]:
 
 
 def start_run(settings: Settings, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobpulse", "run", *args],
-        env=child_env(settings),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_cli(settings, "run", *args, stdout=subprocess.DEVNULL)
 
 
 @pytest.mark.partitions(6)
