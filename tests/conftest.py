@@ -145,6 +145,14 @@ def run_cli(
     )
 
 
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single ``jobpulse: ...`` error line of a failed command (and no traceback)."""
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("jobpulse:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def spawn_cli(
     settings: Settings,
     *args: str,

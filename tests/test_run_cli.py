@@ -2,81 +2,73 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import CliRunner, one_error_line
 
 from jobpulse.settings import Settings
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
 
 @pytest.mark.parametrize("command", ["run", "breakdown", "verify"])
-def test_every_command_has_help(cli: Cli, command: str) -> None:
+def test_every_command_has_help(cli: CliRunner, command: str) -> None:
     result = cli(Settings(), command, "--help")
     assert result.returncode == 0
     assert "Usage" in result.stdout
 
 
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("jobpulse:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("command", [("run", "--once"), ("breakdown",), ("verify",)])
-def test_missing_redis_is_one_clear_line(cli: Cli, command: tuple[str, ...]) -> None:
+def test_missing_redis_is_one_clear_line(cli: CliRunner, command: tuple[str, ...]) -> None:
     result = cli(Settings(redis_url="redis://127.0.0.1:1/0"), *command, timeout=60)
     assert result.returncode == 1
-    assert "Redis is not reachable" in _one_line_error(result)
+    assert "Redis is not reachable" in one_error_line(result)
 
 
 @pytest.mark.integration
-def test_missing_kafka_is_one_clear_line(cli: Cli, settings: Settings) -> None:
+def test_missing_kafka_is_one_clear_line(cli: CliRunner, settings: Settings) -> None:
     broken = settings.with_overrides(kafka_bootstrap="127.0.0.1:1")
     for command in (("run", "--once"), ("verify",)):
         result = cli(broken, *command, timeout=60)
         assert result.returncode == 1
-        assert "Kafka at 127.0.0.1:1 is not reachable" in _one_line_error(result)
+        assert "Kafka at 127.0.0.1:1 is not reachable" in one_error_line(result)
 
 
 @pytest.mark.integration
-def test_missing_topics_say_how_to_create_them(cli: Cli, settings: Settings) -> None:
+def test_missing_topics_say_how_to_create_them(cli: CliRunner, settings: Settings) -> None:
     result = cli(settings.with_overrides(offers_topic="no-such-topic-here"), "run", "--once")
     assert result.returncode == 2
-    assert "jobpulse topics create" in _one_line_error(result)
+    assert "jobpulse topics create" in one_error_line(result)
 
 
 @pytest.mark.integration
 @pytest.mark.partitions(2)
-def test_more_workers_than_partitions_is_refused(cli: Cli, settings: Settings) -> None:
+def test_more_workers_than_partitions_is_refused(cli: CliRunner, settings: Settings) -> None:
     result = cli(settings, "run", "--once", "--workers", "2", "--processes", "2")
     assert result.returncode == 2
-    assert "more than JOBPULSE_PARTITIONS=2" in _one_line_error(result)
+    assert "more than JOBPULSE_PARTITIONS=2" in one_error_line(result)
 
 
 @pytest.mark.parametrize(
     "args",
     [("--workers", "0"), ("--processes", "zero"), ("--snapshot-interval", "0")],
 )
-def test_bad_arguments_exit_2(cli: Cli, args: tuple[str, ...]) -> None:
+def test_bad_arguments_exit_2(cli: CliRunner, args: tuple[str, ...]) -> None:
     result = cli(Settings(), "run", *args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
 
 
-def test_unreadable_professions_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+def test_unreadable_professions_file_is_one_clear_line(cli: CliRunner, tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
     result = cli(Settings(professions=missing), "run", "--once", "--processes", "2")
     assert result.returncode == 2
-    assert "cannot read the professions file" in _one_line_error(result)
+    assert "cannot read the professions file" in one_error_line(result)
 
 
 @pytest.mark.integration
-def test_verify_with_kafka_down_prints_only_the_error_line(cli: Cli, settings: Settings) -> None:
+def test_verify_with_kafka_down_prints_only_the_error_line(
+    cli: CliRunner, settings: Settings
+) -> None:
     result = cli(settings.with_overrides(kafka_bootstrap="127.0.0.1:1"), "verify", timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -86,7 +78,7 @@ def test_verify_with_kafka_down_prints_only_the_error_line(cli: Cli, settings: S
 
 @pytest.mark.integration
 @pytest.mark.partitions(2)
-def test_run_without_professions_warns_once(cli: Cli, settings: Settings) -> None:
+def test_run_without_professions_warns_once(cli: CliRunner, settings: Settings) -> None:
     assert settings.professions is None
     result = cli(settings, "run", "--once", "--processes", "2")
     assert result.returncode == 0, result.stderr

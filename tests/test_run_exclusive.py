@@ -8,13 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import Producer
-from conftest import spawn_cli
+from conftest import CliRunner, one_error_line, spawn_cli
 
 from jobpulse.dataflows.exclusive import AlreadyRunning, RecoveryLock, RunLease
 from jobpulse.offer import Offer
@@ -22,15 +21,6 @@ from jobpulse.settings import Settings
 from jobpulse.store import Store, totals
 
 pytestmark = pytest.mark.integration
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("jobpulse:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def _start(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -77,7 +67,7 @@ def _stop(process: subprocess.Popen, *, signalled: bool = False) -> str:
 
 @pytest.mark.partitions(2)
 def test_a_second_run_is_refused_while_the_first_runs(
-    settings: Settings, cli: Cli, tmp_path: Path
+    settings: Settings, cli: CliRunner, tmp_path: Path
 ) -> None:
     _produce_one(settings)
     first = _start(settings, "--processes", "2")  # a local cluster: its children run too
@@ -88,14 +78,14 @@ def test_a_second_run_is_refused_while_the_first_runs(
 
         same_store = cli(settings, "run", "--once")
         assert same_store.returncode == 1
-        line = _one_line(same_store)
+        line = one_error_line(same_store)
         assert line.startswith("jobpulse: another jobpulse run holds the recovery store")
         assert f"pid {first.pid}" in line and "since " in line
 
         # Another recovery dir (e.g. another machine) on the same Redis prefix.
         other = cli(settings, "run", "--once", "--recovery-dir", str(tmp_path / "other"))
         assert other.returncode == 1
-        line = _one_line(other)
+        line = one_error_line(other)
         assert f"another jobpulse run holds Redis prefix '{settings.redis_prefix}'" in line
         assert f"pid {first.pid}" in line
         assert first.poll() is None  # the first run is unaffected

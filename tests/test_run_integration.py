@@ -7,13 +7,12 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import Producer
-from conftest import spawn_cli
+from conftest import CliRunner, spawn_cli
 from test_dataflow_scenario import (
     CAIRO,
     HONOLULU,
@@ -37,8 +36,6 @@ from jobpulse.store import Store, totals
 from jobpulse.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def produce(settings: Settings, steps: list[Step]) -> None:
@@ -68,7 +65,7 @@ def with_professions(settings: Settings, tmp_path: Path) -> Settings:
     return settings.with_overrides(professions=write_professions(tmp_path))
 
 
-def check_scenario_outcome(settings: Settings, steps: list[Step], cli: Cli) -> None:
+def check_scenario_outcome(settings: Settings, steps: list[Step], cli: CliRunner) -> None:
     want = expected(steps)
     store = Store.connect(settings)
     assert store.cells() == want.counts
@@ -101,7 +98,7 @@ def check_scenario_outcome(settings: Settings, steps: list[Step], cli: Cli) -> N
 
 
 def test_scenario_once_gives_exact_counts_topic2_dlq_and_verify(
-    settings: Settings, cli: Cli, tmp_path: Path
+    settings: Settings, cli: CliRunner, tmp_path: Path
 ) -> None:
     settings = with_professions(settings, tmp_path)
     steps = scenario()
@@ -133,7 +130,7 @@ def test_scenario_once_gives_exact_counts_topic2_dlq_and_verify(
 
 @pytest.mark.partitions(4)
 def test_two_processes_of_two_workers_give_identical_counts(
-    settings: Settings, cli: Cli, tmp_path: Path
+    settings: Settings, cli: CliRunner, tmp_path: Path
 ) -> None:
     settings = with_professions(settings, tmp_path)
     steps = scenario("a") + scenario("b") + scenario("c")
@@ -184,7 +181,7 @@ def start_run(settings: Settings, *args: str) -> subprocess.Popen[str]:
     ],
 )
 def test_kill_9_and_resume_equals_a_from_scratch_recount(
-    settings: Settings, cli: Cli, first: tuple[str, ...], resume: tuple[str, ...]
+    settings: Settings, cli: CliRunner, first: tuple[str, ...], resume: tuple[str, ...]
 ) -> None:
     count = 80_000
     steps = synthetic_steps(count, seed=7)
@@ -234,7 +231,7 @@ def test_kill_9_and_resume_equals_a_from_scratch_recount(
 @pytest.mark.partitions(4)
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_ctrl_c_stops_cleanly_and_the_next_run_resumes_at_the_end(
-    settings: Settings, cli: Cli, tmp_path: Path, processes: str
+    settings: Settings, cli: CliRunner, tmp_path: Path, processes: str
 ) -> None:
     settings = with_professions(settings, tmp_path)
     steps = scenario()

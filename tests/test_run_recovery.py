@@ -3,13 +3,12 @@ never silently replacing the counts already under the Redis prefix."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import Producer
+from conftest import CliRunner, one_error_line
 
 from jobpulse.dataflows.runner import LAYOUT_FILE, STATE_LAYOUT, ensure_recovery_dir
 from jobpulse.delta import Cell
@@ -47,20 +46,11 @@ def test_an_unusable_directory_is_a_usage_error(tmp_path: Path) -> None:
 
 # -- a new recovery store and a Redis prefix that already holds counts ----------------------
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("jobpulse:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
 
 @pytest.mark.integration
 @pytest.mark.partitions(2)
 def test_a_new_store_does_not_silently_replace_existing_counts(
-    settings: Settings, cli: Cli, tmp_path: Path
+    settings: Settings, cli: CliRunner, tmp_path: Path
 ) -> None:
     first_store = tmp_path / "first"
     produce_offers(settings, ["o-1", "o-2", "o-3"])
@@ -73,7 +63,7 @@ def test_a_new_store_does_not_silently_replace_existing_counts(
     other_store = tmp_path / "elsewhere"
     refused = cli(settings, "run", "--once", "--recovery-dir", str(other_store))
     assert refused.returncode == 2
-    line = _one_line(refused)
+    line = one_error_line(refused)
     assert str(other_store) in line and "--recount" in line and "--recovery-dir" in line
     assert Store.connect(settings).cells() == counted  # nothing cleared
     assert not list(other_store.glob("part-*.sqlite3"))  # and the store is still new
@@ -92,12 +82,12 @@ def test_a_new_store_does_not_silently_replace_existing_counts(
     # --recount with a store that exists would resume, not recount: refused.
     again = cli(settings, "run", "--once", "--recovery-dir", str(other_store), "--recount")
     assert again.returncode == 2
-    assert "--recount needs a new recovery store" in _one_line(again)
+    assert "--recount needs a new recovery store" in one_error_line(again)
 
 
 @pytest.mark.integration
 @pytest.mark.partitions(2)
-def test_a_fresh_prefix_just_starts(settings: Settings, cli: Cli) -> None:
+def test_a_fresh_prefix_just_starts(settings: Settings, cli: CliRunner) -> None:
     produce_offers(settings, ["o-1"])
     result = cli(settings, "run", "--once")
     assert result.returncode == 0, result.stderr
