@@ -40,8 +40,7 @@ def preaggregate(outputs: list[StateOutput], window_ms: int) -> dict[Cell, CellC
     nets: dict[Cell, int] = {}
     windows: dict[Cell, dict[tuple[int, int], list[int]]] = {}
     for output in outputs:
-        partition = output.partition
-        for sign, cell, _offer_id, _offset, _index, event_ms in output.deltas:
+        for sign, cell, _offer_id, partition, _offset, _index, event_ms in output.deltas:
             nets[cell] = nets.get(cell, 0) + sign
             cell_windows = windows.get(cell)
             if cell_windows is None:

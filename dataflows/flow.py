@@ -1,16 +1,16 @@
 """The jobpulse dataflow, top-down as in the diagram::
 
     offers topic ─▶ parse ─┬─▶ rejected ─▶ DLQ topic
-                           └─▶ enrich (category, continent) ─▶ open offers (by partition/bucket)
+                           └─▶ enrich (category, continent) ─▶ open offers (by offer-id shard)
                                    ├─▶ delta messages ─▶ deltas topic
                                    ├─▶ pre-aggregate ─▶ cell counts (keyed by cell) ─┐
                                    │                       └─▶ late deltas ─┐        │
-                                   └─▶ partition progress ───────────────▶ progress ─┴─▶ Redis
+                                   └─▶ partition counters ───────────────▶ progress ─┴─▶ Redis
 
-Every step works on chunks (one per Kafka partition per poll, split per state bucket after
-enrichment), never per offer. The steps'
-logic is in pure modules (:mod:`.open_offers`, :mod:`.counting`, :mod:`.geocoding`); this
-module only wires them, so tests build the same flow with testing sources and sinks.
+Every step works on chunks (one per Kafka partition per poll, regrouped per state shard after
+enrichment), never per offer. The steps' logic is in pure modules (:mod:`.open_offers`,
+:mod:`.counting`, :mod:`.geocoding`); this module wires them, so tests build the same flow
+with testing sources and sinks.
 """
 
 from __future__ import annotations
@@ -38,19 +38,18 @@ from .items import (
     DELETE,
     REJECTED,
     UPSERT,
-    BucketProgress,
     CellChange,
     CellUpdate,
     DlqBatch,
     EnrichedChunk,
-    LateCount,
     OutMessage,
     ParsedChunk,
+    PartitionCounts,
     RawChunk,
     Record,
     StateOutput,
 )
-from .open_offers import PartitionState, bucket_of
+from .open_offers import ShardState, shard_of
 from .professions import category_of
 
 FLOW_ID = "jobpulse"
@@ -70,8 +69,13 @@ def build_flow(
     source: Source[RawChunk],
     sinks: FlowSinks,
     professions: dict[int, str],
+    offers_partitions: int = 1,
 ) -> Dataflow:
-    """The whole dataflow, from the offers source to the three sinks."""
+    """The whole dataflow, from the offers source to the three sinks.
+
+    ``offers_partitions``: how many partitions the offers topic has (tombstones expire only
+    once all of them are past; see :mod:`.open_offers`).
+    """
     flow = Dataflow(FLOW_ID)
     window_ms = settings.window_seconds * 1000
 
@@ -81,7 +85,11 @@ def build_flow(
     op.output("dlq", op.map("dlq_messages", split.trues, _dlq_messages), sinks.dlq)
 
     enriched = op.flat_map_batch("enrich", split.falses, Enricher(professions))
-    offers_state = op.stateful_batch("open_offers", enriched, OpenOffersLogic.build)
+    offers_state = op.stateful_batch(
+        "open_offers",
+        enriched,
+        OpenOffersLogic.builder(settings.tombstone_seconds * 1000, offers_partitions),
+    )
 
     deltas = op.flat_map_batch("delta_messages", offers_state, DeltaSerializer(settings))
     op.output("deltas", deltas, sinks.deltas)
@@ -91,8 +99,8 @@ def build_flow(
 
     progress_in = op.merge(
         "progress_inputs",
-        op.flat_map_batch("partition_progress", offers_state, _progress_items),
-        op.flat_map_batch("late_deltas", cell_counts, _late_items),
+        op.flat_map_batch("partition_counts", offers_state, _partition_counts),
+        op.flat_map_batch("late_deltas", cell_counts, _late_counts),
     )
     progress = op.stateful_batch("progress", progress_in, ProgressLogic.build)
 
@@ -121,7 +129,8 @@ class Parser:
     """Raw chunks → parsed chunks (rejected records kept as markers) + one DLQ batch.
 
     Event time: ``published_at``, else (or if it is more than :data:`MAX_EVENT_AHEAD_MS` after
-    the record's timestamp) the record's timestamp.
+    the record's order time) the record's order time (its timestamp, never below an earlier
+    record's of the same partition).
     """
 
     def __init__(self, topic: str) -> None:
@@ -131,20 +140,20 @@ class Parser:
         out: list[ParsedChunk | DlqBatch] = []
         rejected: list[OutMessage] = []
         for partition, raw_records in chunks:
-            records: list[tuple[int, int, Any, bytes | None]] = []
-            for offset, timestamp_ms, key, value, headers in raw_records:
+            records: list[tuple[int, int, int, Any, bytes | None]] = []
+            for offset, order_ms, key, value, headers in raw_records:
                 try:
                     offer = parse_offer(key, value)
                 except InvalidOffer as error:
                     rejected.append(
                         (key, value, dlq_headers(self.topic, partition, offset, error, headers))
                     )
-                    records.append((offset, timestamp_ms, None, key))
+                    records.append((offset, order_ms, order_ms, None, key))
                     continue
                 event_ms = offer.published_at_ms
-                if event_ms is None or event_ms > timestamp_ms + MAX_EVENT_AHEAD_MS:
-                    event_ms = timestamp_ms
-                records.append((offset, event_ms, offer, key))
+                if event_ms is None or event_ms > order_ms + MAX_EVENT_AHEAD_MS:
+                    event_ms = order_ms
+                records.append((offset, order_ms, event_ms, offer, key))
             out.append(ParsedChunk(partition, records))
         if rejected:
             out.append(DlqBatch(rejected))
@@ -155,9 +164,13 @@ class Parser:
 
 
 class Enricher:
-    """Parsed chunks → ``("<partition>/<bucket>", EnrichedChunk)``, geocoding in one query."""
+    """Parsed chunks → ``("<shard>", EnrichedChunk)``, geocoding in one query per batch.
 
-    #: Interned cells, so the per-offer state holds pointers to shared tuples.
+    Records are regrouped by the shard of their offer id (from the value; a rejected record
+    goes to the shard of its key), keeping each partition's records in offset order.
+    """
+
+    #: Interned cells, so the records of a batch share one tuple per cell.
     MAX_INTERNED = 100_000
 
     def __init__(self, professions: dict[int, str]) -> None:
@@ -168,34 +181,31 @@ class Enricher:
         coordinates = [
             (offer.latitude, offer.longitude)
             for chunk in chunks
-            for _, _, offer, _ in chunk.records
+            for _, _, _, offer, _ in chunk.records
             if offer is not None and offer.op is Op.UPSERT and offer.latitude is not None
         ]
         continents = iter(geocoding.continents(coordinates))
         professions = self.professions
-        out: list[tuple[str, EnrichedChunk]] = []
+        shards: dict[int, list[Record]] = {}
         for partition, parsed in chunks:
-            buckets: dict[int, list[Record]] = {}
-            for offset, event_ms, offer, key in parsed:
+            for offset, order_ms, event_ms, offer, key in parsed:
                 if offer is None:
-                    record: Record = (offset, event_ms, None, REJECTED, None)
+                    record: Record = (partition, offset, order_ms, event_ms, None, REJECTED, None)
+                    shard = shard_of(key)
                 elif offer.op is Op.DELETE:
-                    record = (offset, event_ms, offer.id, DELETE, None)
+                    record = (partition, offset, order_ms, event_ms, offer.id, DELETE, None)
+                    shard = shard_of(offer.id.encode())
                 else:
                     continent = next(continents) if offer.latitude is not None else UNKNOWN
                     category = category_of(offer.category, offer.profession_id, professions)
                     cell = self._intern(category, continent)
-                    record = (offset, event_ms, offer.id, UPSERT, cell)
-                # A valid record's key is its offer id (or absent): bucket by the id.
-                bucket = bucket_of(key if offer is None else offer.id.encode())
-                records = buckets.get(bucket)
+                    record = (partition, offset, order_ms, event_ms, offer.id, UPSERT, cell)
+                    shard = shard_of(offer.id.encode())
+                records = shards.get(shard)
                 if records is None:
-                    records = buckets[bucket] = []
+                    records = shards[shard] = []
                 records.append(record)
-            for bucket, records in buckets.items():
-                key = f"{partition}/{bucket}"
-                out.append((key, EnrichedChunk(partition, bucket, records)))
-        return out
+        return [(str(shard), EnrichedChunk(shard, records)) for shard, records in shards.items()]
 
     def _intern(self, category: str, continent: str) -> Cell:
         # A plain tuple finds the equal Cell key without building a Cell first.
@@ -212,25 +222,43 @@ class Enricher:
 
 
 class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
-    """Keyed by ``<partition>/<bucket>``: the open offers of that bucket (see open_offers)."""
+    """Keyed by the offer-id shard: that shard's offers (see :mod:`.open_offers`)."""
 
-    def __init__(self, state: PartitionState) -> None:
+    def __init__(self, state: ShardState, tombstone_ms: int, partitions: int) -> None:
         self.state = state
+        self.tombstone_ms = tombstone_ms
+        self.partitions = partitions
 
     @classmethod
-    def build(cls, resume: Any | None) -> OpenOffersLogic:
-        return cls(PartitionState.restore(resume))
+    def builder(cls, tombstone_ms: int, partitions: int) -> Any:
+        def build(resume: Any | None) -> OpenOffersLogic:
+            return cls(ShardState.restore(resume), tombstone_ms, partitions)
+
+        return build
 
     def on_batch(self, values: list[EnrichedChunk]) -> tuple[Iterable[StateOutput], bool]:
-        deltas = []
+        rule = (self.tombstone_ms, self.partitions)
+        if len(values) == 1:
+            deltas, counts = self.state.apply(values[0].records, *rule)
+            return [StateOutput(deltas, counts)], StatefulBatchLogic.RETAIN
+        deltas, counts = [], {}
         for chunk in values:
-            deltas.extend(self.state.apply(chunk.records))
-        last = values[-1]
-        output = StateOutput(last.partition, deltas, self.state.progress(), last.bucket)
-        return [output], StatefulBatchLogic.RETAIN
+            chunk_deltas, chunk_counts = self.state.apply(chunk.records, *rule)
+            deltas.extend(chunk_deltas)
+            _add_counts(counts, chunk_counts)
+        return [StateOutput(deltas, counts)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Any:
         return self.state.snapshot()
+
+
+def _add_counts(total: dict[int, PartitionCounts], more: dict[int, PartitionCounts]) -> None:
+    for partition, counts in more.items():
+        seen = total.get(partition)
+        if seen is None:
+            total[partition] = counts
+        else:
+            seen.add(counts)
 
 
 class DeltaSerializer:
@@ -256,8 +284,7 @@ class DeltaSerializer:
         topic = self.topic
         increment, decrement = self.INCREMENT, self.DECREMENT
         for _, output in items:
-            partition = output.partition
-            for sign, cell, offer_id, offset, index, event_ms in output.deltas:
+            for sign, cell, offer_id, partition, offset, index, event_ms in output.deltas:
                 body = {
                     "action": increment if sign > 0 else decrement,
                     "category": cell[0],
@@ -329,54 +356,52 @@ class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any
 # -- progress ----------------------------------------------------------------------------
 
 
-def _progress_items(items: list[tuple[str, StateOutput]]) -> list[tuple[str, BucketProgress]]:
-    return [
-        (str(output.partition), BucketProgress(output.bucket, output.progress))
-        for _, output in items
-    ]
+def _partition_counts(items: list[tuple[str, StateOutput]]) -> list[tuple[str, PartitionCounts]]:
+    """The shards' counter increments of a batch, summed per offers partition on this worker
+    (a handful of items per batch however many shards it touched)."""
+    total: dict[int, PartitionCounts] = {}
+    for _, output in items:
+        for partition, counts in output.counts.items():
+            seen = total.get(partition)
+            if seen is None:
+                seen = total[partition] = PartitionCounts()
+            seen.add(counts)
+    return [(str(partition), counts) for partition, counts in total.items()]
 
 
-def _late_items(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, LateCount]]:
+def _late_counts(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, PartitionCounts]]:
     return [
-        (str(partition), LateCount(n))
+        (str(partition), PartitionCounts(late=n))
         for _, update in items
         for partition, n in update.late.items()
         if n
     ]
 
 
-class ProgressLogic(StatefulBatchLogic[Any, PartitionProgress, Any]):
-    """Keyed by partition: its buckets' counters summed, plus the late deltas found later."""
+class ProgressLogic(StatefulBatchLogic[PartitionCounts, PartitionProgress, Any]):
+    """Keyed by offers partition: its counters, summed from the increments of every shard."""
 
-    def __init__(self, buckets: dict[int, PartitionProgress], late: int) -> None:
-        self.buckets = buckets
-        self.late = late
+    def __init__(self, total: PartitionCounts) -> None:
+        self.total = total
 
     @classmethod
     def build(cls, resume: Any | None) -> ProgressLogic:
-        buckets, late = resume or ({}, 0)
-        return cls(dict(buckets), late)
+        return cls(PartitionCounts(*resume) if resume else PartitionCounts())
 
-    def on_batch(self, values: list[Any]) -> tuple[Iterable[PartitionProgress], bool]:
-        for value in values:
-            if isinstance(value, LateCount):
-                self.late += value.count
-            else:
-                self.buckets[value.bucket] = value.progress
-        if not self.buckets:
-            return [], StatefulBatchLogic.RETAIN
-        return [self.total()], StatefulBatchLogic.RETAIN
-
-    def total(self) -> PartitionProgress:
-        """The partition's counters; its next offset is the furthest of its buckets'."""
-        buckets = self.buckets.values()
-        return PartitionProgress(
-            offset=max(p.offset for p in buckets),
-            records=sum(p.records for p in buckets),
-            dlq=sum(p.dlq for p in buckets),
-            unknown_deletes=sum(p.unknown_deletes for p in buckets),
-            late=self.late,
+    def on_batch(self, values: list[PartitionCounts]) -> tuple[Iterable[PartitionProgress], bool]:
+        total = self.total
+        for counts in values:
+            total.add(counts)
+        progress = PartitionProgress(
+            offset=total.offset,
+            records=total.records,
+            dlq=total.dlq,
+            unknown_deletes=total.unknown_deletes,
+            late=total.late,
+            stale=total.stale,
         )
+        return [progress], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Any:
-        return (dict(self.buckets), self.late)
+        t = self.total
+        return (t.offset, t.records, t.dlq, t.unknown_deletes, t.stale, t.late)

@@ -7,29 +7,32 @@ per poll), never one object per offer. Inside a chunk, records are plain tuples.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from jobpulse.delta import Cell
 from jobpulse.offer import Offer
-from jobpulse.store import PartitionProgress
 
 Headers = list[tuple[str, bytes]]
 
-#: One Kafka record as read: (offset, timestamp ms, key, value, headers).
+#: One Kafka record as read: (offset, order time ms, key, value, headers). The order time is
+#: the record's timestamp, raised to the partition's newest so far (never decreases within a
+#: partition; see :mod:`.open_offers`).
 RawRecord = tuple[int, int, bytes | None, bytes | None, Headers | None]
 
-#: What the per-offer state needs of one record: (offset, event time ms, offer id, kind, cell).
-#: ``offer id`` and ``cell`` are ``None`` for rejected records; ``cell`` is None for deletes.
-Record = tuple[int, int, str | None, int, Cell | None]
+#: What the per-offer state needs of one record: (partition, offset, order time ms, event time
+#: ms, offer id, kind, cell). ``offer id`` and ``cell`` are ``None`` for rejected records;
+#: ``cell`` is None for deletes.
+Record = tuple[int, int, int, int, str | None, int, Cell | None]
 
 #: Record kinds.
 UPSERT = 0
 DELETE = 1
 REJECTED = 2
 
-#: One delta: (sign +1/-1, cell, offer id, source offset, index among the record's deltas,
-#: event time ms).
-DeltaRecord = tuple[int, Cell, str, int, int, int]
+#: One delta: (sign +1/-1, cell, offer id, source partition, source offset, index among the
+#: record's deltas, event time ms).
+DeltaRecord = tuple[int, Cell, str, int, int, int, int]
 
 #: A message for a Kafka sink: (key, value, headers).
 OutMessage = tuple[bytes | None, bytes | None, Headers | None]
@@ -43,10 +46,11 @@ class RawChunk(NamedTuple):
 
 
 class ParsedChunk(NamedTuple):
-    """A raw chunk after validation: (offset, event time ms, offer or None if rejected, key)."""
+    """A raw chunk after validation: (offset, order time ms, event time ms, offer or None if
+    rejected, key)."""
 
     partition: int
-    records: list[tuple[int, int, Offer | None, bytes | None]]
+    records: list[tuple[int, int, int, Offer | None, bytes | None]]
 
 
 class DlqBatch(NamedTuple):
@@ -56,28 +60,40 @@ class DlqBatch(NamedTuple):
 
 
 class EnrichedChunk(NamedTuple):
-    """Records of one bucket of one partition, category and continent resolved, in order."""
+    """Records of one state shard, category and continent resolved, each partition's in
+    offset order."""
 
-    partition: int
-    bucket: int
+    shard: int
     records: list[Record]
 
 
+@dataclass(slots=True)
+class PartitionCounts:
+    """Counter increments of one offers partition (from one shard, or summed over a batch)."""
+
+    #: Next offset after the records counted (a maximum, not an increment).
+    offset: int = 0
+    records: int = 0
+    dlq: int = 0
+    unknown_deletes: int = 0
+    stale: int = 0
+    late: int = 0
+
+    def add(self, other: PartitionCounts) -> None:
+        self.offset = max(self.offset, other.offset)
+        self.records += other.records
+        self.dlq += other.dlq
+        self.unknown_deletes += other.unknown_deletes
+        self.stale += other.stale
+        self.late += other.late
+
+
 class StateOutput(NamedTuple):
-    """What the per-offer state of one bucket emits per batch."""
+    """What one state shard emits per batch."""
 
-    partition: int
     deltas: list[DeltaRecord]
-    #: The bucket's own counters (``offset``: the bucket's next offset; ``late`` is 0).
-    progress: PartitionProgress
-    bucket: int = 0
-
-
-class BucketProgress(NamedTuple):
-    """Counters of one bucket, summed per partition by the progress step."""
-
-    bucket: int
-    progress: PartitionProgress
+    #: Offers partition → counter increments of this batch.
+    counts: dict[int, PartitionCounts]
 
 
 class CellChange(NamedTuple):
@@ -98,9 +114,3 @@ class CellUpdate(NamedTuple):
     windows: dict[int, tuple[int, int]]
     #: source partition → deltas of this batch whose window was no longer retained.
     late: dict[int, int]
-
-
-class LateCount(NamedTuple):
-    """Late deltas of one partition found by the counting step (an increment)."""
-
-    count: int

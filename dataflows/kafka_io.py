@@ -18,7 +18,14 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from jobpulse.settings import Settings
 
@@ -57,19 +64,32 @@ def _consumer_config(settings: Settings, *, stop_at_end: bool) -> dict[str, Any]
     )
 
 
-class _OffersPartition(StatefulSourcePartition[RawChunk, int]):
-    """One offers partition; its recovery state is the next offset to read."""
+#: A partition's recovery state: (next offset to read, newest order time so far).
+PartitionPosition = tuple[int, int]
+
+
+class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
+    """One offers partition; its recovery state is the next offset to read and its newest
+    order time.
+
+    The *order time* of a record is its Kafka timestamp raised to the newest one read before
+    it from the same partition: within a partition it never decreases, so the per-offer state
+    can compare records of different partitions by time and still keep offset order within
+    one (see :mod:`.open_offers`).
+    """
 
     def __init__(
         self,
         settings: Settings,
         partition: int,
-        next_offset: int,
+        position: PartitionPosition,
         end_offset: int | None,
         batch_size: int,
     ) -> None:
+        next_offset, newest = position
         self._partition = partition
         self._next = next_offset
+        self._newest = newest
         self._end = end_offset
         self._batch_size = batch_size
         self._errors = 0
@@ -86,6 +106,7 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, int]):
         messages = self._consumer.consume(self._batch_size, 0)
         records: list[RawRecord] = []
         append = records.append
+        newest = self._newest
         for message in messages:
             error = message.error()
             if error is not None:
@@ -96,8 +117,11 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, int]):
                 self._next = self._end
                 break
             timestamp_ms = message.timestamp()[1]
-            append((offset, timestamp_ms, message.key(), message.value(), message.headers()))
+            if timestamp_ms > newest:
+                newest = timestamp_ms
+            append((offset, newest, message.key(), message.value(), message.headers()))
             self._next = offset + 1
+        self._newest = newest
         if not messages:
             self._awake = datetime.now(UTC) + IDLE_POLL
             return []
@@ -127,14 +151,14 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, int]):
             error,
         )
 
-    def snapshot(self) -> int:
-        return self._next
+    def snapshot(self) -> PartitionPosition:
+        return (self._next, self._newest)
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class OffersSource(FixedPartitionedSource[RawChunk, int]):
+class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
     """Every partition of the offers topic; each stops at ``end_offsets`` when given."""
 
     def __init__(
@@ -153,7 +177,9 @@ class OffersSource(FixedPartitionedSource[RawChunk, int]):
     def list_parts(self) -> list[str]:
         return [f"{self._settings.offers_topic}#{p}" for p in self._partitions]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _OffersPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: PartitionPosition | None
+    ) -> _OffersPartition:
         topic, _, partition = for_part.rpartition("#")
         if topic != self._settings.offers_topic:
             raise RuntimeError(
@@ -162,7 +188,8 @@ class OffersSource(FixedPartitionedSource[RawChunk, int]):
             )
         index = int(partition)
         end = None if self._end_offsets is None else self._end_offsets.get(index, 0)
-        return _OffersPartition(self._settings, index, resume_state or 0, end, self._batch_size)
+        position = resume_state or (0, 0)
+        return _OffersPartition(self._settings, index, position, end, self._batch_size)
 
 
 def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
@@ -179,6 +206,56 @@ def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
         }
     finally:
         consumer.close()
+
+
+class PartitionWatch:
+    """Checks every ``partition_check_seconds`` whether the offers topic grew.
+
+    The source's partitions are fixed for a run (Bytewax lists them once), so when the topic
+    grows the watch records the new count and sets :data:`STOP`: the dataflow drains, takes
+    its last snapshot and returns, and the runner restarts it to read every partition.
+    """
+
+    def __init__(self, settings: Settings, partitions: int) -> None:
+        self._settings = settings
+        self._partitions = partitions
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="partition-watch", daemon=True)
+        #: The partition count found when the topic grew (None while it has not).
+        self.grew_to: int | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        consumer = Consumer(_consumer_config(self._settings, stop_at_end=False))
+        topic = self._settings.offers_topic
+        try:
+            while not self._stopped.wait(self._settings.partition_check_seconds):
+                try:
+                    metadata = consumer.list_topics(topic, timeout=10)
+                except KafkaException:
+                    continue  # Kafka unreachable: the source reports it; check again later
+                found = metadata.topics.get(topic)
+                if found is None or found.error is not None:
+                    continue
+                if len(found.partitions) > self._partitions:
+                    self.grew_to = len(found.partitions)
+                    log.warning(
+                        "the offers topic %s grew from %d to %d partitions: finishing the "
+                        "batches in flight to restart and read them",
+                        topic,
+                        self._partitions,
+                        self.grew_to,
+                    )
+                    STOP.set()
+                    return
+        finally:
+            consumer.close()
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:

@@ -1,25 +1,49 @@
 """Per-offer state: which cell each open offer is counted in, and the deltas it causes.
 
-The state is split into buckets: bucket :func:`bucket_of` (offer id) of each offers partition,
-one :class:`PartitionState` each. Producers key records by offer id, so every record of an
-offer lands in one partition, in order, and in one bucket of it; the state of an offer
-therefore lives in exactly one bucket state and sees its records in order. Buckets keep each
-snapshot small: Bytewax snapshots a touched key whole, so at a low update rate only the few
-touched buckets are written, not every partition's whole state. Transitions:
+**Owned by the offer id.** The state is split into :data:`SHARDS` shards by a hash of the
+offer id taken from the record's *value* (:func:`shard_of`), never from the Kafka key or
+partition. Every record of an offer therefore meets the same :class:`ShardState`, whatever
+partition it was written to: keyless records, a grown offers topic (keys re-hash) and
+producers with different partitioners (librdkafka's CRC32, Java's murmur2) all stay exact.
+A shard is one Bytewax state key, so Bytewax routes it to one worker of any cluster size and
+snapshots only the shards a batch touched.
+
+**Which record wins.** Every record carries a *version* ``(order time, partition)`` where the
+order time is the record's Kafka timestamp made non-decreasing within its partition by the
+source (:class:`~jobpulse.dataflows.kafka_io.OffersSource`). So:
+
+- within one partition, offset order decides (later records never have a smaller version);
+- across partitions there is no Kafka order, so the record timestamp decides, and on an
+  equal millisecond the higher partition number — an arbitrary but fixed rule, so a replay
+  or a recount reading the partitions in another interleaving ends in the same state.
+
+A record whose version is older than the offer's last applied one is **stale**: it changes
+nothing and is counted (``stale`` in the partition stats). A delete leaves a **tombstone**
+(its version) so that a stale upsert cannot re-open the offer. Transitions:
 
 =========================  =============================  ==================================
 record                     offer state before             deltas
 =========================  =============================  ==================================
-upsert                     not open                       +1 new cell
+upsert                     not open (no newer tombstone)  +1 new cell
 upsert, same cell          open in that cell              none (identical re-send)
 upsert, other cell         open in the old cell           -1 old cell (n=0), +1 new (n=1)
-delete                     open                           -1 its cell
-delete                     not open                       none; ``unknown_deletes`` += 1
+delete                     open                           -1 its cell; tombstone
+delete                     not open                       none; ``unknown_deletes`` += 1;
+                                                          tombstone
+any, older version         open or tombstoned             none; ``stale`` += 1
 rejected (DLQ)             —                              none; ``dlq`` += 1
 =========================  =============================  ==================================
 
-Memory: the state is ``dict[offer id, Cell]`` where the Cell tuples are shared (interned),
-so an open offer costs its id string plus one dict slot (measured in benchmarks/).
+**Tombstones expire** once every offers partition (all the topic has, and any this shard
+has seen) has delivered to this shard a record at least ``tombstone_ms`` newer than the
+tombstone. A later record of a partition is never older than what that partition already
+delivered, so a tombstone only goes once no stale record can still need it: the result does
+not depend on how fast each partition is read. A partition that receives nothing holds
+expiry back (its tombstones stay in memory until it does).
+
+**Memory.** ``open`` maps the offer id to one int packing ``(order time, partition, cell
+code)``; the cell code indexes the shard's small table of cells. An open offer costs its id
+string, a dict slot and that int (measured in ``benchmarks/``); a tombstone the same.
 """
 
 from __future__ import annotations
@@ -28,79 +52,171 @@ import zlib
 from dataclasses import dataclass, field
 
 from jobpulse.delta import Cell
-from jobpulse.store import PartitionProgress
 
-from .items import DELETE, REJECTED, DeltaRecord, Record
+from .items import DELETE, REJECTED, DeltaRecord, PartitionCounts, Record
 
-#: Buckets per offers partition. Part of the recovery store's layout: the runner refuses a
-#: recovery store made with another value.
-BUCKETS_PER_PARTITION = 64
+#: State shards. Part of the recovery store's layout (the runner refuses a store made with
+#: another value) and the most workers a cluster can usefully have.
+SHARDS = 256
+
+#: Bits of a packed value below the version: the cell code.
+_CODE_BITS = 32
+_CODE_MASK = (1 << _CODE_BITS) - 1
+#: Bits of a version below the order time: the partition.
+_PARTITION_BITS = 16
+
+#: Per partition in :attr:`ShardState.partitions`: [next offset, newest order time].
+_NEXT, _NEWEST = 0, 1
 
 
-def bucket_of(key: bytes | None) -> int:
-    """The bucket of an offer id (UTF-8): stable across processes and restarts."""
-    return zlib.crc32(key) % BUCKETS_PER_PARTITION if key else 0
+#: What :meth:`ShardState.snapshot` returns (pickled into the recovery store).
+ShardSnapshot = tuple[dict[str, int], dict[str, int], list[Cell], dict[int, tuple[int, int]], int]
+
+
+def shard_of(offer_id: bytes | None) -> int:
+    """The shard of an offer id (UTF-8): stable across processes, restarts and versions."""
+    return zlib.crc32(offer_id) % SHARDS if offer_id else 0
+
+
+def version_of(order_ms: int, partition: int) -> int:
+    """A record's version: compared as (order time, partition)."""
+    return (order_ms << _PARTITION_BITS) | partition
 
 
 @dataclass(slots=True)
-class PartitionState:
-    """Open offers of one bucket of an offers partition, and the bucket's counters."""
+class ShardState:
+    """The offers of one shard: open ones, recent tombstones, and per-partition progress."""
 
-    open: dict[str, Cell] = field(default_factory=dict)
-    #: Next offset to apply; records below it were already applied (replays are skipped).
-    offset: int = 0
-    records: int = 0
-    dlq: int = 0
-    unknown_deletes: int = 0
+    #: offer id → packed ``version << 32 | cell code``.
+    open: dict[str, int] = field(default_factory=dict)
+    #: offer id → version of the delete that closed it (or of a delete of an unknown offer).
+    closed: dict[str, int] = field(default_factory=dict)
+    #: cell code → cell; codes are per shard and only ever appended.
+    cells: list[Cell] = field(default_factory=list)
+    codes: dict[Cell, int] = field(default_factory=dict)
+    #: offers partition → [next offset to apply, newest order time seen from it].
+    partitions: dict[int, list[int]] = field(default_factory=dict)
+    #: Order time up to which tombstones were last swept.
+    swept_ms: int = -1
 
-    def apply(self, records: list[Record]) -> list[DeltaRecord]:
-        """Apply records of this partition in offset order; return the deltas they cause."""
+    def apply(
+        self, records: list[Record], tombstone_ms: int, partition_count: int = 1
+    ) -> tuple[list[DeltaRecord], dict[int, PartitionCounts]]:
+        """Apply records (each partition's in offset order); return the deltas they cause
+        and, per partition, the counter increments and the next offset.
+
+        ``tombstone_ms``: how long tombstones are kept; ``partition_count``: the offers
+        topic's partitions, all of which must be past a tombstone before it expires.
+        """
         deltas: list[DeltaRecord] = []
         emit = deltas.append
-        open_offers = self.open
-        for offset, event_ms, offer_id, kind, cell in records:
-            if offset < self.offset:
+        counts: dict[int, PartitionCounts] = {}
+        open_offers, closed, partitions = self.open, self.closed, self.partitions
+        for partition, offset, order_ms, event_ms, offer_id, kind, cell in records:
+            seen = partitions.get(partition)
+            if seen is None:
+                seen = partitions[partition] = [0, -1]
+            if offset < seen[_NEXT]:
                 continue  # already applied before a restart: never apply a record twice
-            self.offset = offset + 1
-            self.records += 1
+            seen[_NEXT] = offset + 1
+            if order_ms > seen[_NEWEST]:
+                seen[_NEWEST] = order_ms
+            tally = counts.get(partition)
+            if tally is None:
+                tally = counts[partition] = PartitionCounts()
+            tally.offset = offset + 1
+            tally.records += 1
             if kind == REJECTED:
-                self.dlq += 1
+                tally.dlq += 1
                 continue
             assert offer_id is not None
+            version = (order_ms << _PARTITION_BITS) | partition
+            old = open_offers.get(offer_id)
             if kind == DELETE:
-                old = open_offers.pop(offer_id, None)
-                if old is None:
-                    self.unknown_deletes += 1
-                else:
-                    emit((-1, old, offer_id, offset, 0, event_ms))
+                if old is not None:
+                    if version < old >> _CODE_BITS:
+                        tally.stale += 1
+                        continue
+                    del open_offers[offer_id]
+                    closed[offer_id] = version
+                    old_cell = self.cells[old & _CODE_MASK]
+                    emit((-1, old_cell, offer_id, partition, offset, 0, event_ms))
+                    continue
+                tombstone = closed.get(offer_id)
+                if tombstone is not None and version < tombstone:
+                    tally.stale += 1
+                    continue
+                closed[offer_id] = version
+                tally.unknown_deletes += 1
                 continue
             assert cell is not None
-            old = open_offers.get(offer_id)
+            code = self.codes.get(cell)
+            if code is None:
+                code = self.codes[cell] = len(self.cells)
+                self.cells.append(cell)
             if old is None:
-                open_offers[offer_id] = cell
-                emit((1, cell, offer_id, offset, 0, event_ms))
-            elif old != cell:
-                open_offers[offer_id] = cell
-                emit((-1, old, offer_id, offset, 0, event_ms))
-                emit((1, cell, offer_id, offset, 1, event_ms))
-        return deltas
+                tombstone = closed.get(offer_id)
+                if tombstone is not None:
+                    if version < tombstone:
+                        tally.stale += 1
+                        continue
+                    del closed[offer_id]
+                open_offers[offer_id] = (version << _CODE_BITS) | code
+                emit((1, cell, offer_id, partition, offset, 0, event_ms))
+                continue
+            if version < old >> _CODE_BITS:
+                tally.stale += 1
+                continue
+            open_offers[offer_id] = (version << _CODE_BITS) | code
+            old_code = old & _CODE_MASK
+            if old_code != code:
+                emit((-1, self.cells[old_code], offer_id, partition, offset, 0, event_ms))
+                emit((1, cell, offer_id, partition, offset, 1, event_ms))
+        if closed:
+            self._expire_tombstones(tombstone_ms, partition_count)
+        return deltas, counts
 
-    def progress(self, late: int = 0) -> PartitionProgress:
-        return PartitionProgress(
-            offset=self.offset,
-            records=self.records,
-            dlq=self.dlq,
-            unknown_deletes=self.unknown_deletes,
-            late=late,
+    def _expire_tombstones(self, tombstone_ms: int, partition_count: int) -> None:
+        """Drop tombstones no stale record can need any more (see the module doc).
+
+        Sweeps at most once per quarter of the tombstone time of progress, so the cost is
+        O(tombstones) a few times per tombstone time, not per batch.
+        """
+        partitions = self.partitions
+        if len(partitions) < max(partition_count, max(partitions) + 1):
+            return  # a partition has delivered nothing to this shard yet
+        horizon = min(seen[_NEWEST] for seen in partitions.values()) - tombstone_ms
+        if horizon < 0 or horizon < self.swept_ms + tombstone_ms // 4:
+            return
+        limit = (horizon + 1) << _PARTITION_BITS  # versions below it are older than horizon
+        self.closed = {k: v for k, v in self.closed.items() if v >= limit}
+        self.swept_ms = horizon
+
+    def cell_of(self, offer_id: str) -> Cell | None:
+        """The cell an open offer is counted in (None if it is not open)."""
+        packed = self.open.get(offer_id)
+        return None if packed is None else self.cells[packed & _CODE_MASK]
+
+    def snapshot(self) -> ShardSnapshot:
+        """An immutable copy for the recovery store (dicts and lists copied; values are ints)."""
+        return (
+            self.open.copy(),
+            self.closed.copy(),
+            list(self.cells),
+            {p: tuple(seen) for p, seen in self.partitions.items()},
+            self.swept_ms,
         )
 
-    def snapshot(self) -> tuple[dict[str, Cell], int, int, int, int]:
-        """An immutable copy for the recovery store (the dict is copied, values are tuples)."""
-        return (self.open.copy(), self.offset, self.records, self.dlq, self.unknown_deletes)
-
     @classmethod
-    def restore(cls, snapshot: tuple[dict[str, Cell], int, int, int, int] | None) -> PartitionState:
+    def restore(cls, snapshot: ShardSnapshot | None) -> ShardState:
         if snapshot is None:
             return cls()
-        open_offers, offset, records, dlq, unknown_deletes = snapshot
-        return cls(open_offers, offset, records, dlq, unknown_deletes)
+        open_offers, closed, cells, partitions, swept_ms = snapshot
+        return cls(
+            open_offers,
+            closed,
+            list(cells),
+            {cell: code for code, cell in enumerate(cells)},
+            {p: list(seen) for p, seen in partitions.items()},
+            swept_ms,
+        )

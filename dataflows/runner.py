@@ -7,9 +7,17 @@
 - Cluster member (``--addresses``/``BYTEWAX_ADDRESSES``): one process of an external cluster,
   e.g. one pod of the Kubernetes StatefulSet.
 
-Recovery: state snapshots go to a Bytewax recovery directory (initialised on first use with
-``JOBPULSE_PARTITIONS`` partitions, the maximum worker count) every ``snapshot_interval``; on
+Recovery: state snapshots go to a Bytewax recovery directory every ``snapshot_interval``; on
 restart the dataflow resumes from the last snapshot, replaying at most one interval of input.
+The store is initialised on first use with ``JOBPULSE_PARTITIONS`` SQLite files: how many
+files the snapshot writes are spread over, not a cap on workers — any cluster size resumes
+from it, because the state is keyed by offer-id shard (:data:`.open_offers.SHARDS`), not by
+offers partition.
+
+Scaling: ``jobpulse topics grow`` adds offers partitions; a live run notices within
+``JOBPULSE_PARTITION_CHECK_SECONDS``, finishes what is in flight, snapshots, and restarts
+itself to read them (a local cluster restarts its processes; a cluster member exits with
+:data:`EXIT_TOPIC_GREW` so its supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from jobpulse.settings import Settings, child_env
 from jobpulse.store import PartitionProgress, Store, totals
 
 from .exclusive import RecoveryLock, RunLease
-from .open_offers import BUCKETS_PER_PARTITION
+from .open_offers import SHARDS
 
 log = logging.getLogger("jobpulse.dataflow")
 
@@ -43,7 +51,23 @@ DEFAULT_SNAPSHOT_INTERVAL_S = 5.0
 
 #: What the saved state's keys mean; a recovery store made with another layout cannot resume.
 LAYOUT_FILE = "jobpulse-layout.json"
-STATE_LAYOUT = {"version": 1, "buckets_per_partition": BUCKETS_PER_PARTITION}
+STATE_LAYOUT = {"version": 2, "state": "offer-id shards", "shards": SHARDS}
+
+#: Exit status of a cluster member that stopped because the offers topic grew (restart it).
+EXIT_TOPIC_GREW = 75
+
+
+class OffersTopicGrew(JobpulseError):
+    """The offers topic has more partitions than this run reads: restart to read them all."""
+
+    exit_code = EXIT_TOPIC_GREW
+
+    def __init__(self, topic: str, before: int, after: int) -> None:
+        super().__init__(
+            f"the offers topic {topic} grew from {before} to {after} partitions: "
+            "stopped cleanly; restart the run to read the new ones"
+        )
+        self.before, self.after = before, after
 
 
 @dataclass(frozen=True)
@@ -152,10 +176,22 @@ def _run_exclusively(
         geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
     before = _progress(settings)
     started = time.monotonic()
-    if options.processes > 1 and options.addresses is None:
-        _launch_local_cluster(settings, options, recovery_dir, end, lease)
-    else:
-        _run_here(settings, options, recovery_dir, offers_partitions, end, professions, lease)
+    while True:
+        try:
+            if options.processes > 1 and options.addresses is None:
+                _launch_local_cluster(
+                    settings, options, recovery_dir, end, lease, len(offers_partitions)
+                )
+            else:
+                _run_here(
+                    settings, options, recovery_dir, offers_partitions, end, professions, lease
+                )
+            break
+        except OffersTopicGrew as grew:
+            if options.addresses is not None or options.launched:
+                raise  # a cluster member: its supervisor restarts it (the launcher, k8s)
+            log.warning("%s: restarting now", str(grew).split(":")[0])
+            offers_partitions = preflight(settings)
     if not options.launched:
         _print_summary(settings, before, time.monotonic() - started, once=options.once)
 
@@ -167,10 +203,10 @@ def _check_options(settings: Settings, options: RunOptions) -> None:
         raise UsageError("--snapshot-interval must be positive")
     count = len(options.addresses) if options.addresses else options.processes
     total = options.workers * count
-    if total > settings.partitions:
+    if total > SHARDS:
         raise UsageError(
-            f"{total} workers is more than JOBPULSE_PARTITIONS={settings.partitions}, the "
-            "maximum worker count (each offers partition is read by one worker)"
+            f"{total} workers is more than the {SHARDS} state shards, the most workers "
+            "that can hold state"
         )
     if options.addresses is not None and (
         options.process_id is None or not 0 <= options.process_id < len(options.addresses)
@@ -216,8 +252,11 @@ def ensure_recovery_dir(
                 found = orjson.loads(layout_file.read_bytes()) if layout_file.exists() else None
                 if found != STATE_LAYOUT:
                     raise UsageError(
-                        f"the recovery store {path} was made with state layout {found}, this "
-                        f"version uses {STATE_LAYOUT}: use a new --recovery-dir (a recount)"
+                        f"the recovery store {path} was made with state layout {found}; this "
+                        f"version keys state by offer id ({STATE_LAYOUT}) and cannot resume "
+                        "it: recount into a new store (`jobpulse run --recount --recovery-dir "
+                        "NEW_DIR`, or delete this one), which rereads the offers topic from "
+                        "offset 0"
                     )
                 return False
             if before_init is not None:
@@ -268,7 +307,7 @@ def _run_here(
     from bytewax.recovery import RecoveryConfig
 
     from .flow import FlowSinks, build_flow
-    from .kafka_io import OffersSource, ProducerSink
+    from .kafka_io import STOP, OffersSource, PartitionWatch, ProducerSink
     from .redis_sink import RedisSink
 
     flow = build_flow(
@@ -280,7 +319,10 @@ def _run_here(
             redis=RedisSink(settings),
         ),
         professions,
+        offers_partitions=len(partitions),
     )
+    STOP.clear()
+    watch = None if end is not None else PartitionWatch(settings, len(partitions))
     log.info(
         "dataflow: %s (%d partitions) → %s, %s, Redis %s:*; %d worker(s)%s; recovery %s",
         settings.offers_topic,
@@ -292,10 +334,10 @@ def _run_here(
         f", process {options.process_id} of {len(options.addresses)}" if options.addresses else "",
         recovery_dir,
     )
-    from .kafka_io import STOP
-
     if lease is not None:
         lease.on_lost = STOP.set
+    if watch is not None:
+        watch.start()
     try:
         # A local cluster's launcher announces the stop once for all its processes.
         with _graceful_stop(STOP.set, announce=not options.launched):
@@ -314,6 +356,11 @@ def _run_here(
             raise KeyboardInterrupt from None  # Ctrl-C: the CLI says "interrupted", exit 130
         log.debug("dataflow failed", exc_info=True)
         raise JobpulseError(f"the dataflow stopped: {_root_cause(exc)}") from None
+    finally:
+        if watch is not None:
+            watch.stop()
+    if watch is not None and watch.grew_to is not None:
+        raise OffersTopicGrew(settings.offers_topic, len(partitions), watch.grew_to)
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:
@@ -360,6 +407,7 @@ def _launch_local_cluster(
     recovery_dir: Path,
     end: Mapping[int, int] | None,
     lease: RunLease | None,
+    partitions: int,
 ) -> None:
     addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(options.processes))
     env = child_env(settings)
@@ -393,14 +441,24 @@ def _launch_local_cluster(
         lease.on_lost = lambda: _signal_all(children, signal.SIGTERM)
     with _graceful_stop(lambda: _signal_all(children, signal.SIGTERM)):
         try:
-            _wait_all(children)
+            grew = _wait_all(children)
         finally:
             _stop_children(children)
+    if grew:
+        raise OffersTopicGrew(settings.offers_topic, partitions, len(preflight(settings)))
 
 
-def _wait_all(children: list[subprocess.Popen[bytes]]) -> None:
+def _wait_all(children: list[subprocess.Popen[bytes]]) -> bool:
+    """Wait until every child exited 0 (False), or all stopped because the offers topic grew
+    (True); a child failing otherwise stops the rest and raises."""
     while True:
         codes = [c.poll() for c in children]
+        if EXIT_TOPIC_GREW in codes and all(c in (0, EXIT_TOPIC_GREW) for c in codes):
+            return True  # every member saw the offers topic grow and stopped cleanly
+        if EXIT_TOPIC_GREW in codes:
+            # Each member notices the growth by itself within one check interval: wait.
+            time.sleep(0.2)
+            continue
         failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
         if failed:
             i, code = failed[0]
@@ -408,7 +466,7 @@ def _wait_all(children: list[subprocess.Popen[bytes]]) -> None:
                 f"dataflow process {i} exited with status {code}; stopped the others"
             )
         if all(c == 0 for c in codes):
-            return
+            return False
         time.sleep(0.2)
 
 
@@ -477,7 +535,8 @@ def _print_summary(
     print(
         f"processed {_throughput(records, seconds, once=once)}; since start: "
         f"{now.records} records, {now.dlq} to the DLQ, {now.unknown_deletes} deletes of unknown "
-        f"offers, {now.late} late deltas; open offers: {store.breakdown().total}",
+        f"offers, {now.stale} stale records, {now.late} late deltas; open offers: "
+        f"{store.breakdown().total}",
         file=sys.stderr,
     )
 

@@ -43,7 +43,9 @@ class Settings:
     deltas_topic: str = "jobpulse.deltas"
     #: Malformed offers, byte-for-byte, with the reason in headers.
     dlq_topic: str = "jobpulse.offers.dlq"
-    #: Partitions of every topic = the maximum useful worker count.
+    #: Partitions of the topics ``topics create`` makes, and recovery-store files of a new
+    #: store (snapshot write parallelism). Not a cap on workers; grow the offers topic with
+    #: ``jobpulse topics grow``.
     partitions: int = 12
     #: Every Redis key jobpulse writes starts with ``<prefix>:``.
     redis_prefix: str = "jobpulse"
@@ -53,6 +55,11 @@ class Settings:
     professions: Path | None = None
     #: Tumbling event-time window length for opened/closed counts.
     window_seconds: int = 60
+    #: How long (event time) a closed offer's tombstone keeps stale upserts from re-opening it.
+    tombstone_seconds: int = 3600
+    #: How often a live run checks whether the offers topic grew (then it restarts to read
+    #: the new partitions).
+    partition_check_seconds: int = 10
     #: Dashboard HTTP address and optional ``user:password`` basic auth.
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 5006
@@ -168,6 +175,15 @@ def _validated(settings: Settings) -> Settings:
     if settings.window_seconds < 1:
         raise SettingsError(
             f"JOBPULSE_WINDOW_SECONDS must be at least 1, got {settings.window_seconds}"
+        )
+    if settings.tombstone_seconds < 0:
+        raise SettingsError(
+            f"JOBPULSE_TOMBSTONE_SECONDS must be 0 or more, got {settings.tombstone_seconds}"
+        )
+    if settings.partition_check_seconds < 1:
+        raise SettingsError(
+            "JOBPULSE_PARTITION_CHECK_SECONDS must be at least 1, got "
+            f"{settings.partition_check_seconds}"
         )
     if not settings.kafka_brokers:
         raise SettingsError("JOBPULSE_KAFKA_BOOTSTRAP is empty")

@@ -86,6 +86,8 @@ class PartitionProgress:
     unknown_deletes: int = 0
     #: Records whose event time fell in a window already past the watermark.
     late: int = 0
+    #: Records older than the offer's last applied record from another partition (ignored).
+    stale: int = 0
 
 
 @dataclass(frozen=True)
@@ -287,4 +289,5 @@ def totals(progress: Iterable[PartitionProgress]) -> PartitionProgress:
         dlq=sum(p.dlq for p in items),
         unknown_deletes=sum(p.unknown_deletes for p in items),
         late=sum(p.late for p in items),
+        stale=sum(p.stale for p in items),
     )

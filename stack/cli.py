@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from jobpulse.settings import Settings
@@ -85,10 +87,36 @@ def stack_fetch() -> None:
 def topics_create(ctx: typer.Context) -> None:
     """Create the offers, deltas and DLQ topics with JOBPULSE_PARTITIONS partitions.
 
-    Idempotent; an existing topic with another partition count is an error (exit 1).
+    Idempotent; an existing topic with another partition count is an error (exit 1), except
+    an offers topic grown with `jobpulse topics grow`.
     """
     from jobpulse.stack import topics
 
     settings: Settings = ctx.obj
-    for name, outcome in topics.ensure_topics(settings).items():
-        typer.echo(f"{name:<40} {outcome:<8} {settings.partitions} partitions")
+    outcomes = topics.ensure_topics(settings)
+    counts = topics.topic_partitions(settings, outcomes)
+    for name, outcome in outcomes.items():
+        typer.echo(f"{name:<40} {outcome:<8} {counts.get(name, settings.partitions)} partitions")
+
+
+@topics_app.command("grow")
+def topics_grow(
+    ctx: typer.Context,
+    partitions: Annotated[
+        int, typer.Option("--partitions", "-p", help="The new partition count.", min=1)
+    ],
+) -> None:
+    """Grow the offers topic to --partitions partitions: the first step of scaling out.
+
+    Kafka cannot remove partitions, so a smaller count is refused (exit 1). A live
+    `jobpulse run` notices the new partitions and restarts itself to read them; then run it
+    with more workers or processes on the same recovery store (see docs/operations.md).
+    """
+    from jobpulse.stack import topics
+
+    settings: Settings = ctx.obj
+    before = topics.grow_partitions(settings, partitions)
+    if before == partitions:
+        typer.echo(f"{settings.offers_topic} already has {partitions} partitions")
+    else:
+        typer.echo(f"{settings.offers_topic} grown from {before} to {partitions} partitions")

@@ -92,7 +92,8 @@ def ensure_topics(
 
     Returns ``{topic: "created" | "exists"}``. Raises :class:`TopicMismatch` if an existing
     topic has another partition count than ``partitions`` (default ``settings.partitions``);
-    the missing topics are still created first.
+    the missing topics are still created first. An offers topic with *more* partitions is
+    fine: it was grown (:func:`grow_partitions`), the way to scale the dataflow out.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
@@ -119,7 +120,11 @@ def ensure_topics(
                     raise JobpulseError(f"creating topic {name} failed: {_text(exc)}") from None
                 result[name] = EXISTS
         existing = _wait_for_leaders(settings, names, timeout)
-    mismatched = {name: count for name, count in existing.items() if count != wanted}
+    mismatched = {
+        name: count
+        for name, count in existing.items()
+        if count != wanted and not (name == settings.offers_topic and count > wanted)
+    }
     if mismatched:
         details = ", ".join(f"{name} has {count}" for name, count in sorted(mismatched.items()))
         raise TopicMismatch(
@@ -129,15 +134,18 @@ def ensure_topics(
     return {name: result[name] for name in names}
 
 
-def _wait_for_leaders(settings: Settings, names: list[str], timeout: float) -> dict[str, int]:
-    """Partition counts once every partition of ``names`` has a leader (producers need one)."""
+def _wait_for_leaders(
+    settings: Settings, names: list[str], timeout: float, minimum: int = 1
+) -> dict[str, int]:
+    """Partition counts once every partition of ``names`` has a leader (producers need one)
+    and each has at least ``minimum`` partitions."""
     deadline = time.monotonic() + timeout
     while True:
         metadata = cluster_metadata(settings)
         counts: dict[str, int] = {}
         for name in names:
             topic = metadata.topics.get(name)
-            if topic is None or topic.error is not None or not topic.partitions:
+            if topic is None or topic.error is not None or len(topic.partitions) < minimum:
                 break
             if any(p.leader < 0 for p in topic.partitions.values()):
                 break
@@ -147,6 +155,41 @@ def _wait_for_leaders(settings: Settings, names: list[str], timeout: float) -> d
         if time.monotonic() > deadline:
             raise ServiceUnavailable(f"topics {', '.join(names)} have no leaders after {timeout}s")
         time.sleep(0.1)
+
+
+def grow_partitions(settings: Settings, count: int, timeout: float = 30.0) -> int:
+    """Grow the offers topic to ``count`` partitions (Kafka admin ``create_partitions``).
+
+    Returns the count it had. Kafka cannot remove partitions: a smaller ``count`` is refused
+    (:class:`TopicMismatch`); the same count changes nothing. Records already written stay
+    where they are; the dataflow's state is keyed by offer id, so an offer whose key now
+    hashes to another partition still meets its state (see ``dataflows/open_offers.py``).
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewPartitions
+
+    topic = settings.offers_topic
+    before = topic_partitions(settings, [topic]).get(topic)
+    if before is None:
+        raise JobpulseError(
+            f"topic {topic} does not exist at {settings.kafka_bootstrap}: "
+            "create it with `jobpulse topics create`"
+        )
+    if count < before:
+        raise TopicMismatch(
+            f"cannot shrink {topic} from {before} to {count} partitions: Kafka can only add "
+            "partitions"
+        )
+    if count == before:
+        return before
+    admin = admin_client(settings)
+    futures = admin.create_partitions([NewPartitions(topic, count)], request_timeout=timeout)
+    try:
+        futures[topic].result()
+    except KafkaException as exc:
+        raise JobpulseError(f"growing {topic} to {count} partitions failed: {_text(exc)}") from None
+    _wait_for_leaders(settings, [topic], timeout, minimum=count)
+    return before
 
 
 def delete_topics(settings: Settings, topics: Iterable[str], timeout: float = 30.0) -> list[str]:

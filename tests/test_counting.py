@@ -5,7 +5,6 @@ from __future__ import annotations
 from jobpulse.dataflows.counting import CellCounter, preaggregate, window_start
 from jobpulse.dataflows.items import CellChange, StateOutput
 from jobpulse.delta import Cell
-from jobpulse.store import PartitionProgress
 
 TECH = Cell("Tech", "Europe")
 RETAIL = Cell("Retail", "Asia")
@@ -22,9 +21,8 @@ def test_window_start_is_the_tumbling_window_holding_the_instant() -> None:
 
 def _output(partition: int, deltas: list[tuple[int, Cell, int]]) -> StateOutput:
     return StateOutput(
-        partition,
-        [(sign, cell, f"o{i}", i, 0, ts) for i, (sign, cell, ts) in enumerate(deltas)],
-        PartitionProgress(),
+        [(sign, cell, f"o{i}", partition, i, 0, ts) for i, (sign, cell, ts) in enumerate(deltas)],
+        {},
     )
 
 

@@ -193,12 +193,14 @@ def test_delta_messages_are_exactly_the_contract_json() -> None:
     cell = Cell("Marketing / Comm'", "North America")
     times = [0, 999, T0 + 1, T0 + 59_999, 4_102_444_799_999]
     output = StateOutput(
-        5,
-        [(1 if i % 2 else -1, cell, f"o-é{i}", 100 + i, i % 2, ts) for i, ts in enumerate(times)],
-        PartitionProgress(),
+        [
+            (1 if i % 2 else -1, cell, f"o-é{i}", 5, 100 + i, i % 2, ts)
+            for i, ts in enumerate(times)
+        ],
+        {},
     )
     [messages] = DeltaSerializer(SETTINGS)([("5", output)])
-    for (sign, _, offer_id, offset, index, ts), (key, value, _) in zip(
+    for (sign, _, offer_id, _, offset, index, ts), (key, value, _) in zip(
         output.deltas, messages, strict=True
     ):
         contract = Delta(
@@ -229,7 +231,7 @@ def test_event_time_is_published_at_unless_far_after_the_record_timestamp() -> N
         0, [(i, T0, b"o", body(p), None) for i, p in enumerate([None, past, soon, far])]
     )
     [parsed] = Parser("offers")([chunk])
-    assert [event_ms for _, event_ms, _, _ in parsed.records] == [T0, past, soon, T0]
+    assert [event_ms for _, _, event_ms, _, _ in parsed.records] == [T0, past, soon, T0]
 
 
 def test_the_delta_format_has_one_owner(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,6 +244,6 @@ def test_the_delta_format_has_one_owner(monkeypatch: pytest.MonkeyPatch) -> None
     source = inspect.getsource(flow.DeltaSerializer)
     assert '"increment"' not in source and '"decrement"' not in source
     monkeypatch.setattr(flow, "event_id", lambda *parts: "owned:" + ":".join(map(str, parts)))
-    output = StateOutput(3, [(1, Cell("Tech", "Europe"), "o-1", 42, 0, T0)], PartitionProgress())
+    output = StateOutput([(1, Cell("Tech", "Europe"), "o-1", 3, 42, 0, T0)], {})
     [[(_, value, _)]] = flow.DeltaSerializer(SETTINGS)([("3", output)])
     assert Delta.from_json(value).event_id == "owned:offers:3:42:0"

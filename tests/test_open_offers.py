@@ -1,107 +1,280 @@
-"""Per-offer state transitions: new, identical re-send, move, delete, delete of unknown."""
+"""Per-offer state transitions (new, identical re-send, move, delete, delete of unknown), the
+ordering rule across partitions, tombstones, and independence from arrival interleaving."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
+import random
 
 from jobpulse.dataflows.items import DELETE, REJECTED, UPSERT, Record
-from jobpulse.dataflows.open_offers import PartitionState
+from jobpulse.dataflows.open_offers import SHARDS, ShardState, shard_of
 from jobpulse.delta import Cell
 
 TECH_EU = Cell("Tech", "Europe")
 TECH_ASIA = Cell("Tech", "Asia")
 RETAIL_EU = Cell("Retail", "Europe")
 T = 1_764_000_000_000
+HOUR = 3_600_000
 
 
-def upsert(offset: int, offer_id: str, cell: Cell) -> Record:
-    return (offset, T + offset, offer_id, UPSERT, cell)
+def upsert(
+    offset: int, offer_id: str, cell: Cell, partition: int = 0, at: int | None = None
+) -> Record:
+    order = T + offset if at is None else at
+    return (partition, offset, order, order, offer_id, UPSERT, cell)
 
 
-def delete(offset: int, offer_id: str) -> Record:
-    return (offset, T + offset, offer_id, DELETE, None)
+def delete(offset: int, offer_id: str, partition: int = 0, at: int | None = None) -> Record:
+    order = T + offset if at is None else at
+    return (partition, offset, order, order, offer_id, DELETE, None)
 
 
-def rejected(offset: int) -> Record:
-    return (offset, T + offset, None, REJECTED, None)
+def rejected(offset: int, partition: int = 0) -> Record:
+    return (partition, offset, T + offset, T + offset, None, REJECTED, None)
+
+
+def apply(
+    state: ShardState, records: list[Record], tombstone_ms: int = HOUR, partitions: int = 1
+) -> list:
+    deltas, _ = state.apply(records, tombstone_ms, partitions)
+    return deltas
+
+
+def open_cells(state: ShardState) -> dict[str, Cell]:
+    return {offer_id: state.cell_of(offer_id) for offer_id in state.open}  # type: ignore[misc]
 
 
 def test_new_offer_is_one_increment() -> None:
-    state = PartitionState()
-    assert state.apply([upsert(0, "a", TECH_EU)]) == [(1, TECH_EU, "a", 0, 0, T)]
-    assert state.open == {"a": TECH_EU}
+    state = ShardState()
+    assert apply(state, [upsert(0, "a", TECH_EU)]) == [(1, TECH_EU, "a", 0, 0, 0, T)]
+    assert open_cells(state) == {"a": TECH_EU}
 
 
 def test_identical_resend_changes_nothing() -> None:
-    state = PartitionState()
-    state.apply([upsert(0, "a", TECH_EU)])
-    assert state.apply([upsert(1, "a", Cell("Tech", "Europe"))]) == []
-    assert state.open == {"a": TECH_EU}
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU)])
+    assert apply(state, [upsert(1, "a", Cell("Tech", "Europe"))]) == []
+    assert open_cells(state) == {"a": TECH_EU}
 
 
 def test_move_is_decrement_of_old_then_increment_of_new() -> None:
-    state = PartitionState()
-    state.apply([upsert(0, "a", TECH_EU)])
-    assert state.apply([upsert(5, "a", TECH_ASIA)]) == [
-        (-1, TECH_EU, "a", 5, 0, T + 5),
-        (1, TECH_ASIA, "a", 5, 1, T + 5),
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU)])
+    assert apply(state, [upsert(5, "a", TECH_ASIA)]) == [
+        (-1, TECH_EU, "a", 0, 5, 0, T + 5),
+        (1, TECH_ASIA, "a", 0, 5, 1, T + 5),
     ]
-    assert state.apply([upsert(6, "a", RETAIL_EU)]) == [
-        (-1, TECH_ASIA, "a", 6, 0, T + 6),
-        (1, RETAIL_EU, "a", 6, 1, T + 6),
+    assert apply(state, [upsert(6, "a", RETAIL_EU)]) == [
+        (-1, TECH_ASIA, "a", 0, 6, 0, T + 6),
+        (1, RETAIL_EU, "a", 0, 6, 1, T + 6),
     ]
-    assert state.open == {"a": RETAIL_EU}
+    assert open_cells(state) == {"a": RETAIL_EU}
 
 
 def test_delete_of_an_open_offer_is_one_decrement_and_it_can_reopen() -> None:
-    state = PartitionState()
-    state.apply([upsert(0, "a", TECH_EU)])
-    assert state.apply([delete(1, "a")]) == [(-1, TECH_EU, "a", 1, 0, T + 1)]
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU)])
+    assert apply(state, [delete(1, "a")]) == [(-1, TECH_EU, "a", 0, 1, 0, T + 1)]
     assert state.open == {}
-    assert state.apply([upsert(2, "a", TECH_EU)]) == [(1, TECH_EU, "a", 2, 0, T + 2)]
+    assert apply(state, [upsert(2, "a", TECH_EU)]) == [(1, TECH_EU, "a", 0, 2, 0, T + 2)]
 
 
 def test_delete_of_an_unknown_offer_is_only_counted() -> None:
-    state = PartitionState()
-    assert state.apply([delete(0, "ghost"), delete(1, "ghost")]) == []
-    assert state.unknown_deletes == 2
+    state = ShardState()
+    deltas, counts = state.apply([delete(0, "ghost"), delete(1, "ghost")], HOUR)
+    assert deltas == []
+    assert counts[0].unknown_deletes == 2
 
 
-def test_progress_counts_records_rejects_and_next_offset() -> None:
-    state = PartitionState()
-    state.apply([upsert(10, "a", TECH_EU), rejected(11), delete(12, "b"), rejected(13)])
-    progress = state.progress(late=3)
-    assert (progress.offset, progress.records, progress.dlq) == (14, 4, 2)
-    assert (progress.unknown_deletes, progress.late) == (1, 3)
+def test_counts_are_records_rejects_and_next_offset_per_partition() -> None:
+    state = ShardState()
+    _, counts = state.apply(
+        [upsert(10, "a", TECH_EU), rejected(11), delete(12, "b"), rejected(13), rejected(4, 2)],
+        HOUR,
+    )
+    zero = counts[0]
+    assert (zero.offset, zero.records, zero.dlq, zero.unknown_deletes) == (14, 4, 2, 1)
+    two = counts[2]
+    assert (two.offset, two.records, two.dlq) == (5, 1, 1)
 
 
 def test_records_already_applied_are_skipped_on_replay() -> None:
-    state = PartitionState()
+    state = ShardState()
     batch = [upsert(0, "a", TECH_EU), upsert(1, "b", TECH_EU), delete(2, "a")]
-    first = state.apply(batch)
-    assert len(first) == 3
-    assert state.apply(batch) == []
-    assert state.records == 3
-    assert state.open == {"b": TECH_EU}
+    assert len(apply(state, batch)) == 3
+    deltas, counts = state.apply(batch, HOUR)
+    assert deltas == [] and counts == {}
+    assert open_cells(state) == {"b": TECH_EU}
 
 
 def test_snapshot_is_a_copy_and_restores_the_same_state() -> None:
-    state = PartitionState()
-    state.apply([upsert(0, "a", TECH_EU), upsert(1, "b", TECH_ASIA), rejected(2)])
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU), upsert(1, "b", TECH_ASIA), rejected(2)])
     snapshot = state.snapshot()
-    state.apply([delete(3, "a")])
-    restored = PartitionState.restore(pickle.loads(pickle.dumps(snapshot)))
-    assert restored.open == {"a": TECH_EU, "b": TECH_ASIA}
-    assert (restored.offset, restored.records, restored.dlq) == (3, 3, 1)
+    apply(state, [delete(3, "a")])
+    restored = ShardState.restore(pickle.loads(pickle.dumps(snapshot)))
+    assert open_cells(restored) == {"a": TECH_EU, "b": TECH_ASIA}
+    assert restored.partitions[0][0] == 3
     # Replaying the record after the snapshot gives the same delta again (same event id).
-    assert restored.apply([delete(3, "a")]) == [(-1, TECH_EU, "a", 3, 0, T + 3)]
-    assert PartitionState.restore(None) == PartitionState()
+    assert apply(restored, [delete(3, "a")]) == [(-1, TECH_EU, "a", 0, 3, 0, T + 3)]
+    assert ShardState.restore(None) == ShardState()
 
 
-def test_buckets_are_stable_and_spread() -> None:
-    from jobpulse.dataflows.open_offers import BUCKETS_PER_PARTITION, bucket_of
+def test_shards_are_stable_and_spread() -> None:
+    shards = [shard_of(f"syn-7-{n}".encode()) for n in range(10_000)]
+    assert shards == [shard_of(f"syn-7-{n}".encode()) for n in range(10_000)]
+    assert set(shards) == set(range(SHARDS))
+    assert shard_of(None) == shard_of(b"") == 0
 
-    buckets = [bucket_of(f"syn-7-{n}".encode()) for n in range(10_000)]
-    assert buckets == [bucket_of(f"syn-7-{n}".encode()) for n in range(10_000)]
-    assert set(buckets) == set(range(BUCKETS_PER_PARTITION))
-    assert bucket_of(None) == bucket_of(b"") == 0
+
+# -- the ordering rule across partitions ---------------------------------------------------
+
+
+def test_an_older_record_from_another_partition_is_stale() -> None:
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU, partition=3, at=T + 1000)])
+    deltas, counts = state.apply([upsert(0, "a", TECH_ASIA, partition=7, at=T + 999)], HOUR)
+    assert deltas == [] and counts[7].stale == 1
+    assert open_cells(state) == {"a": TECH_EU}
+    # A newer one from the other partition moves it.
+    assert apply(state, [upsert(1, "a", TECH_ASIA, partition=7, at=T + 1001)]) == [
+        (-1, TECH_EU, "a", 7, 1, 0, T + 1001),
+        (1, TECH_ASIA, "a", 7, 1, 1, T + 1001),
+    ]
+
+
+def test_within_one_partition_offset_order_wins_at_equal_time() -> None:
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU, at=T), upsert(1, "a", TECH_ASIA, at=T)])
+    assert open_cells(state) == {"a": TECH_ASIA}
+    apply(state, [delete(2, "a", at=T)])
+    assert state.open == {}
+
+
+def test_equal_time_across_partitions_the_higher_partition_wins_in_any_order() -> None:
+    first, second = ShardState(), ShardState()
+    low, high = (
+        upsert(0, "a", TECH_EU, partition=1, at=T),
+        upsert(0, "a", RETAIL_EU, partition=2, at=T),
+    )
+    apply(first, [low, high])
+    apply(second, [high, low])
+    assert open_cells(first) == open_cells(second) == {"a": RETAIL_EU}
+
+
+def test_a_stale_upsert_after_a_delete_does_not_reopen() -> None:
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU, partition=0, at=T)])
+    apply(state, [delete(0, "a", partition=5, at=T + 2000)])
+    deltas, counts = state.apply([upsert(1, "a", TECH_EU, partition=0, at=T + 1000)], HOUR)
+    assert deltas == [] and counts[0].stale == 1
+    assert state.open == {} and "a" in state.closed
+    # A newer upsert re-opens it and drops the tombstone.
+    assert apply(state, [upsert(2, "a", TECH_EU, partition=0, at=T + 3000)]) == [
+        (1, TECH_EU, "a", 0, 2, 0, T + 3000)
+    ]
+    assert "a" not in state.closed
+
+
+def test_a_delete_arriving_before_its_older_upsert_wins() -> None:
+    """Keyless records: the delete (newer) is read first from another partition."""
+    state = ShardState()
+    _, counts = state.apply([delete(0, "a", partition=4, at=T + 5000)], HOUR)
+    assert counts[4].unknown_deletes == 1
+    deltas, counts = state.apply([upsert(0, "a", TECH_EU, partition=2, at=T)], HOUR)
+    assert deltas == [] and counts[2].stale == 1 and state.open == {}
+
+
+def test_tombstones_expire_only_when_every_partition_is_past_them() -> None:
+    state = ShardState()
+    two = {"partitions": 2}
+    apply(state, [upsert(0, "a", TECH_EU, 0, T), delete(1, "a", 0, T)], **two)
+    # Partition 1 has delivered nothing: however far partition 0 goes, the tombstone stays.
+    apply(state, [upsert(2, "x", TECH_EU, partition=0, at=T + 5 * HOUR)], **two)
+    assert "a" in state.closed
+    # Partition 1 is still an hour behind: a stale upsert from it must still find the tombstone.
+    apply(state, [upsert(0, "y", TECH_EU, partition=1, at=T + HOUR - 1)], **two)
+    assert "a" in state.closed
+    apply(state, [upsert(1, "y", TECH_EU, partition=1, at=T + 2 * HOUR)], **two)
+    assert "a" not in state.closed
+    # A partition seen only later (the topic grew) holds expiry back as well.
+    apply(state, [delete(3, "x", partition=0, at=T + 6 * HOUR)], **two)
+    apply(state, [upsert(0, "z", TECH_EU, partition=3, at=T + 6 * HOUR)], **two)
+    apply(state, [upsert(2, "y", TECH_EU, partition=1, at=T + 9 * HOUR)], **two)
+    apply(state, [upsert(4, "y", TECH_EU, partition=0, at=T + 9 * HOUR)], **two)
+    assert "x" in state.closed  # partition 2 has delivered nothing
+
+
+def test_zero_tombstone_time_still_never_reopens_from_a_slower_partition() -> None:
+    state = ShardState()
+    apply(state, [upsert(0, "a", TECH_EU, partition=1, at=T)], tombstone_ms=0)
+    apply(state, [delete(0, "a", partition=0, at=T + 10)], tombstone_ms=0)
+    # Partition 1 is behind the tombstone: it is kept for it.
+    assert apply(state, [upsert(1, "a", TECH_EU, partition=1, at=T + 5)], tombstone_ms=0) == []
+
+
+def _final(records_by_partition: dict[int, list[Record]], seed: int) -> dict[str, Cell]:
+    """Apply the partitions' records in one random interleaving (each partition in order)."""
+    rng = random.Random(seed)
+    queues = {p: list(records) for p, records in records_by_partition.items()}
+    state = ShardState()
+    while any(queues.values()):
+        p = rng.choice([p for p, q in queues.items() if q])
+        take = rng.randint(1, 4)
+        batch, queues[p] = queues[p][:take], queues[p][take:]
+        apply(state, batch, tombstone_ms=50)
+    return open_cells(state)
+
+
+def test_the_final_state_does_not_depend_on_the_interleaving() -> None:
+    """The same records, read in 30 different interleavings of their partitions, always end
+    in the same state, and it is the one the ordering rule defines (newest version wins)."""
+    rng = random.Random(7)
+    cells = [TECH_EU, TECH_ASIA, RETAIL_EU]
+    by_partition: dict[int, list[Record]] = {p: [] for p in range(4)}
+    clocks = dict.fromkeys(range(4), T)
+    newest: dict[str, tuple[int, int, int, bool, Cell | None]] = {}
+    for _ in range(400):
+        p = rng.randrange(4)
+        clocks[p] += rng.randint(0, 30)  # non-decreasing per partition, ties included
+        offer_id = f"o{rng.randrange(25)}"
+        offset = len(by_partition[p])
+        is_delete = rng.random() < 0.3
+        cell = None if is_delete else rng.choice(cells)
+        record = (
+            delete(offset, offer_id, p, clocks[p])
+            if is_delete
+            else upsert(offset, offer_id, cell, p, clocks[p])  # type: ignore[arg-type]
+        )
+        by_partition[p].append(record)
+        version = (clocks[p], p, offset)
+        if offer_id not in newest or version > newest[offer_id][:3]:
+            newest[offer_id] = (*version, is_delete, cell)
+    truth = {k: v[4] for k, v in newest.items() if not v[3]}
+    results = [_final(by_partition, seed) for seed in range(30)]
+    assert all(result == truth for result in results)
+    assert len(truth) > 5
+
+
+def test_every_interleaving_of_a_small_history_agrees() -> None:
+    history = {
+        0: [upsert(0, "a", TECH_EU, 0, T), delete(1, "a", 0, T + 20)],
+        1: [upsert(0, "a", TECH_ASIA, 1, T + 10), upsert(1, "a", RETAIL_EU, 1, T + 30)],
+        2: [delete(0, "a", 2, T + 25)],
+    }
+    records = [(p, i) for p, rs in history.items() for i in range(len(rs))]
+    outcomes = set()
+    for order in itertools.permutations(records):
+        positions = dict.fromkeys(history, 0)
+        state = ShardState()
+        valid = True
+        for p, i in order:
+            if positions[p] != i:
+                valid = False
+                break
+            positions[p] += 1
+            apply(state, [history[p][i]])
+        if valid:
+            outcomes.add(tuple(sorted(open_cells(state).items())))
+    assert outcomes == {(("a", RETAIL_EU),)}

@@ -40,12 +40,12 @@ def test_missing_topics_say_how_to_create_them(cli: CliRunner, settings: Setting
     assert "jobpulse topics create" in one_error_line(result)
 
 
-@pytest.mark.integration
-@pytest.mark.partitions(2)
-def test_more_workers_than_partitions_is_refused(cli: CliRunner, settings: Settings) -> None:
-    result = cli(settings, "run", "--once", "--workers", "2", "--processes", "2")
+def test_more_workers_than_state_shards_is_refused(cli: CliRunner) -> None:
+    from jobpulse.dataflows.open_offers import SHARDS
+
+    result = cli(Settings(), "run", "--once", "--workers", str(SHARDS + 1))
     assert result.returncode == 2
-    assert "more than JOBPULSE_PARTITIONS=2" in one_error_line(result)
+    assert f"more than the {SHARDS} state shards" in one_error_line(result)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import one_error_line
 
 from jobpulse.settings import Settings
 from jobpulse.stack import topics
@@ -66,8 +67,10 @@ def test_partition_mismatch_is_reported(settings: Settings, cli: CliRunner) -> N
     result = cli(other, "topics", "create")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert f"{settings.offers_topic} has 12" in result.stderr
+    assert f"{settings.deltas_topic} has 12" in result.stderr
     assert "JOBPULSE_PARTITIONS is 5" in result.stderr
+    # An offers topic with more partitions than the setting was grown: not a mismatch.
+    assert settings.offers_topic not in one_error_line(result)
     # The existing topics were left as they were.
     names = topics.project_topics(settings)
     assert topics.topic_partitions(settings, names) == dict.fromkeys(names, 12)
@@ -95,3 +98,37 @@ def test_unreachable_kafka_is_one_clear_message(stack: Settings, cli: CliRunner)
     assert "Traceback" not in result.stderr
     assert "Kafka at localhost:1 is not reachable" in result.stderr
     assert "jobpulse stack up" in result.stderr
+
+
+@pytest.mark.partitions(3)
+def test_grow_adds_offers_partitions_and_refuses_to_shrink(
+    settings: Settings, cli: CliRunner
+) -> None:
+    grown = cli(settings, "topics", "grow", "--partitions", "5")
+    assert grown.returncode == 0, grown.stderr
+    assert f"{settings.offers_topic} grown from 3 to 5 partitions" in grown.stdout
+    names = topics.project_topics(settings)
+    assert topics.topic_partitions(settings, names) == {
+        settings.offers_topic: 5,
+        settings.deltas_topic: 3,
+        settings.dlq_topic: 3,
+    }
+    again = cli(settings, "topics", "grow", "--partitions", "5")
+    assert again.returncode == 0 and "already has 5 partitions" in again.stdout
+    shrink = cli(settings, "topics", "grow", "--partitions", "4")
+    assert shrink.returncode == 1
+    assert "cannot shrink" in one_error_line(shrink) and "from 5 to 4" in shrink.stderr
+    # `topics create` accepts the grown offers topic and shows its real count.
+    created = cli(settings, "topics", "create")
+    assert created.returncode == 0, created.stderr
+    assert any(
+        line.split()[0] == settings.offers_topic and "5 partitions" in line
+        for line in created.stdout.splitlines()
+    )
+
+
+def test_grow_a_missing_topic_is_one_clear_error(settings: Settings, cli: CliRunner) -> None:
+    missing = settings.with_overrides(offers_topic=f"{settings.offers_topic}-missing")
+    result = cli(missing, "topics", "grow", "--partitions", "20")
+    assert result.returncode == 1
+    assert "does not exist" in one_error_line(result)
