@@ -33,7 +33,8 @@ from pathlib import Path
 import orjson
 
 from jobpulse import settings as settings_module
-from jobpulse.dataflows.open_offers import PartitionState
+from jobpulse.dataflows.items import DELETE, UPSERT, Record
+from jobpulse.dataflows.open_offers import SHARDS, ShardState
 from jobpulse.delta import Cell
 from jobpulse.settings import Settings
 
@@ -161,6 +162,20 @@ def _measure(build: Callable[[], object], count: int) -> float:
     return (after - before) / count
 
 
+def _filled_shard(make_id: Callable[[int], str], count: int, cells: list[Cell]) -> ShardState:
+    """A shard holding ``count`` open offers, filled through ``apply`` (real packed values)."""
+    t0 = 1_764_000_000_000
+    state = ShardState()
+    step = 100_000
+    for start in range(0, count, step):
+        records: list[Record] = [
+            (n % 12, n, t0 + n, t0 + n, make_id(n), UPSERT, cells[n % len(cells)])
+            for n in range(start, min(count, start + step))
+        ]
+        state.apply(records, tombstone_ms=3_600_000, partition_count=12)
+    return state
+
+
 def state_size(count: int) -> None:
     cells = [Cell(c, k) for c in CATEGORIES for k in ("Europe", "Asia", "Africa", "Oceania")]
     shapes = {
@@ -169,10 +184,8 @@ def state_size(count: int) -> None:
     }
     for label, make_id in shapes.items():
 
-        def build(make_id: Callable[[int], str] = make_id) -> PartitionState:
-            state = PartitionState()
-            state.open = {make_id(n): cells[n % len(cells)] for n in range(count)}
-            return state
+        def build(make_id: Callable[[int], str] = make_id) -> ShardState:
+            return _filled_shard(make_id, count, cells)
 
         per_offer = _measure(build, count)
         state = build()
@@ -184,6 +197,21 @@ def state_size(count: int) -> None:
             f"{len(snapshot) / count:.0f} bytes/offer in a snapshot "
             f"({count} offers: snapshot + pickle {snap_s * 1000:.0f} ms)"
         )
+
+        def closed(make_id: Callable[[int], str] = make_id) -> ShardState:
+            state = _filled_shard(make_id, count, cells)
+            t1 = 1_764_000_000_000 + count
+            state.apply(
+                [
+                    (n % 12, count + n, t1 + n, t1 + n, make_id(n), DELETE, None)
+                    for n in range(count)
+                ],
+                tombstone_ms=3_600_000,
+                partition_count=12,
+            )
+            return state
+
+        print(f"tombstones, {label}: {_measure(closed, count):.0f} bytes per closed offer kept")
 
     snapshot_per_epoch(count)
 
@@ -211,22 +239,23 @@ def state_size(count: int) -> None:
     )
 
 
-def snapshot_per_epoch(count: int, partitions: int = 12) -> None:
-    """Bytes written per snapshot epoch: keyed by partition vs. finer sub-partition buckets.
+def snapshot_per_epoch(count: int) -> None:
+    """Bytes written per snapshot epoch: the state shards vs. coarser and finer keys.
 
     Bytewax snapshots every key touched in an epoch, whole. Simulates ``updates`` random
-    offers changing per epoch over ``count`` open offers.
+    offers changing per epoch over ``count`` open offers spread evenly over the keys.
     """
-    cell = Cell("Tech", "Europe")
-    sample = {f"syn-42-{n}": cell for n in range(50_000)}
-    per_offer = len(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)) / len(sample)
+    cells = [Cell("Tech", "Europe")]
+    sample = _filled_shard(lambda n: f"syn-42-{n}", 50_000, cells).snapshot()
+    per_offer = len(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)) / 50_000
     rng = random.Random(3)
     for updates in (100, 10_000):
         row = []
-        for keys in (partitions, partitions * 64, partitions * 1024):
+        for keys in (64, SHARDS, 4096):
             touched = len({rng.randrange(keys) for _ in range(updates)})
             megabytes = touched * (count / keys) * per_offer / 1e6
-            row.append(f"{keys} keys → {megabytes:,.1f} MB")
+            label = "shards (this layout)" if keys == SHARDS else "keys"
+            row.append(f"{keys} {label} → {megabytes:,.1f} MB")
         print(f"snapshot per epoch, {count} open offers, {updates} changed: " + ", ".join(row))
 
 

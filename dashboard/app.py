@@ -433,7 +433,7 @@ def headline_html(h: vm.Headline) -> str:
             "Dead-lettered",
             "dlq-count",
             _n(h.dlq),
-            f"{_n(h.late)} late · {_n(h.unknown_deletes)} unknown deletes",
+            f"{_n(h.late)} late · {_n(h.stale)} stale · {_n(h.unknown_deletes)} unknown deletes",
         )
         + "</div>"
     )

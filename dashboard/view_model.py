@@ -192,10 +192,11 @@ class Headline:
     records: int | None
     late: int | None
     unknown_deletes: int | None
+    stale: int | None
 
 
 #: The headline while Redis has never answered: nothing is known, which is not zero.
-UNKNOWN_HEADLINE = Headline(None, None, None, None, None, None, None, None, None)
+UNKNOWN_HEADLINE = Headline(None, None, None, None, None, None, None, None, None, None)
 
 
 def redis_never_read(snapshot: Snapshot) -> bool:
@@ -222,6 +223,7 @@ def headline(snapshot: Snapshot) -> Headline:
         records=stats.records,
         late=stats.late,
         unknown_deletes=stats.unknown_deletes,
+        stale=stats.stale,
     )
 
 

@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -176,6 +177,7 @@ def _run_exclusively(
         geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
     before = _progress(settings)
     started = time.monotonic()
+    _STOP_REQUESTED.clear()
     while True:
         try:
             if options.processes > 1 and options.addresses is None:
@@ -190,8 +192,13 @@ def _run_exclusively(
         except OffersTopicGrew as grew:
             if options.addresses is not None or options.launched:
                 raise  # a cluster member: its supervisor restarts it (the launcher, k8s)
+            if _STOP_REQUESTED.is_set():
+                break  # Ctrl-C/SIGTERM came too: stop, the next start reads every partition
             log.warning("%s: restarting now", str(grew).split(":")[0])
-            offers_partitions = preflight(settings)
+            with _graceful_stop(lambda: None, announce=False):  # a signal here still stops
+                offers_partitions = preflight(settings)
+            if _STOP_REQUESTED.is_set():
+                break
     if not options.launched:
         _print_summary(settings, before, time.monotonic() - started, once=options.once)
 
@@ -394,11 +401,16 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _die_with_parent() -> None:
+def _child_setup() -> None:
+    """In a cluster child before exec: die with the parent (PR_SET_PDEATHSIG), and ignore
+    Ctrl-C/SIGTERM until its own handlers are set (a stop signal during its start-up would
+    otherwise kill it; the launcher repeats SIGTERM until every child has stopped)."""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _launch_local_cluster(
@@ -430,7 +442,7 @@ def _launch_local_cluster(
             [sys.executable, "-m", "jobpulse", "run", "--process-id", str(i), *common],
             env=env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup,
         )
         for i in range(options.processes)
     ]
@@ -439,19 +451,31 @@ def _launch_local_cluster(
     )
     if lease is not None:
         lease.on_lost = lambda: _signal_all(children, signal.SIGTERM)
-    with _graceful_stop(lambda: _signal_all(children, signal.SIGTERM)):
+    stopping = threading.Event()
+
+    def request_stop() -> None:
+        stopping.set()
+        _signal_all(children, signal.SIGTERM)
+
+    with _graceful_stop(request_stop):
         try:
-            grew = _wait_all(children)
+            grew = _wait_all(children, stopping)
         finally:
             _stop_children(children)
     if grew:
         raise OffersTopicGrew(settings.offers_topic, partitions, len(preflight(settings)))
 
 
-def _wait_all(children: list[subprocess.Popen[bytes]]) -> bool:
+def _wait_all(children: list[subprocess.Popen[bytes]], stopping: threading.Event) -> bool:
     """Wait until every child exited 0 (False), or all stopped because the offers topic grew
-    (True); a child failing otherwise stops the rest and raises."""
+    (True); a child failing otherwise stops the rest and raises. Once ``stopping``, SIGTERM
+    is repeated every second: a child still starting up ignores it until it can stop cleanly.
+    """
+    resent = time.monotonic()
     while True:
+        if stopping.is_set() and time.monotonic() - resent > 1.0:
+            _signal_all(children, signal.SIGTERM)
+            resent = time.monotonic()
         codes = [c.poll() for c in children]
         if EXIT_TOPIC_GREW in codes and all(c in (0, EXIT_TOPIC_GREW) for c in codes):
             return True  # every member saw the offers topic grow and stopped cleanly
@@ -488,6 +512,11 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
+#: Set by the first Ctrl-C/SIGTERM of a run: a restart (the offers topic grew) must not
+#: undo a stop the user asked for.
+_STOP_REQUESTED = threading.Event()
+
+
 @contextlib.contextmanager
 def _graceful_stop(on_first: Callable[[], None], *, announce: bool = True) -> Iterator[None]:
     """First Ctrl-C/SIGTERM: ``on_first()`` and keep going; a second Ctrl-C interrupts.
@@ -502,6 +531,7 @@ def _graceful_stop(on_first: Callable[[], None], *, announce: bool = True) -> It
             raise KeyboardInterrupt
         if not requested:
             requested = True
+            _STOP_REQUESTED.set()
             log.log(
                 logging.INFO if announce else logging.DEBUG,
                 "stopping: finishing the batches in flight (Ctrl-C again to abort)",

@@ -16,6 +16,7 @@ Everything runs against the real Kafka and Redis (no mocks):
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import uuid
@@ -30,6 +31,7 @@ from jobpulse import settings as settings_module
 from jobpulse.errors import JobpulseError
 from jobpulse.settings import Settings, child_env
 from jobpulse.stack import lifecycle, topics
+from jobpulse.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEST_PARTITIONS = 12
@@ -176,6 +178,24 @@ def spawn_cli(
         stdin=subprocess.DEVNULL,
         **options,
     )
+
+
+@contextlib.contextmanager
+def recounted(settings: Settings, cli: CliRunner, *args: str) -> Iterator[Store]:
+    """A from-scratch recount of ``settings``' offers topic (fresh Redis prefix, recovery store
+    and deltas topic, ``run --once *args``); yields its :class:`Store`, then cleans up."""
+    fresh = settings.with_overrides(
+        redis_prefix=settings.redis_prefix + "-recount",
+        deltas_topic=settings.deltas_topic + ".recount",
+    )
+    topics.ensure_topics(fresh, [fresh.deltas_topic])
+    try:
+        recount = cli(fresh, "run", "--once", *args, timeout=300)
+        assert recount.returncode == 0, recount.stderr
+        yield Store.connect(fresh)
+    finally:
+        topics.delete_topics(fresh, [fresh.deltas_topic])
+        Store.connect(fresh).clear()
 
 
 @pytest.fixture

@@ -129,13 +129,16 @@ def test_headline_uses_newest_window_and_partition_totals() -> None:
             WindowCounts(0, {Cell("Tech", "Europe"): 9}, {}),
             WindowCounts(60_000, {Cell("Tech", "Europe"): 2}, {Cell("Tech", "Asia"): 1}),
         ),
-        partitions={0: PartitionProgress(10, 10, 1, 2, 3), 1: PartitionProgress(5, 5, 4, 0, 0)},
+        partitions={
+            0: PartitionProgress(10, 10, 1, 2, 3, 7),
+            1: PartitionProgress(5, 5, 4, 0, 0, 1),
+        },
         records_per_s=12.5,
     )
     h = vm.headline(snapshot)
     assert h.open_offers == 31
     assert (h.window_start_ms, h.opened_last_window, h.closed_last_window) == (60_000, 2, 1)
-    assert (h.dlq, h.records, h.late, h.unknown_deletes) == (5, 15, 3, 2)
+    assert (h.dlq, h.records, h.late, h.unknown_deletes, h.stale) == (5, 15, 3, 2, 8)
     assert h.records_per_s == 12.5
 
 

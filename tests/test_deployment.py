@@ -64,7 +64,9 @@ def test_every_container_command_is_accepted_by_the_cli(container: dict[str, Any
         assert flag in result.output
 
 
-def test_dataflow_cluster_fits_the_partitions() -> None:
+def test_dataflow_cluster_fits_the_state_shards() -> None:
+    from jobpulse.dataflows.open_offers import SHARDS
+
     statefulset = _one("StatefulSet", "jobpulse-dataflow")
     replicas = statefulset["spec"]["replicas"]
     env = {
@@ -76,8 +78,7 @@ def test_dataflow_cluster_fits_the_partitions() -> None:
     assert all(
         a.startswith(f"{env['BYTEWAX_STATEFULSET_NAME']}-{i}.") for i, a in enumerate(addresses)
     )
-    partitions = int(_one("ConfigMap", "jobpulse-settings")["data"]["JOBPULSE_PARTITIONS"])
-    assert replicas * int(env["JOBPULSE_WORKERS"]) <= partitions
+    assert replicas * int(env["JOBPULSE_WORKERS"]) <= SHARDS
 
 
 def test_dashboard_probes_use_the_unauthenticated_health_endpoint() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Producer
-from conftest import CliRunner, spawn_cli
+from conftest import CliRunner, recounted, spawn_cli
 from test_dataflow_scenario import (
     CAIRO,
     HONOLULU,
@@ -31,7 +31,6 @@ from jobpulse.dataflows.dlq import OFFSET, PARTITION, REASON, TOPIC, header_map
 from jobpulse.dataflows.verify import read_deltas
 from jobpulse.delta import Cell, fold
 from jobpulse.settings import Settings
-from jobpulse.stack import topics
 from jobpulse.store import Store, totals
 from jobpulse.topic_reader import read_to_end
 
@@ -213,19 +212,9 @@ def test_kill_9_and_resume_equals_a_from_scratch_recount(
 
     # A from-scratch recount of the same offers (fresh Redis prefix, recovery store and
     # deltas topic) gives the same Redis content.
-    fresh = settings.with_overrides(
-        redis_prefix=settings.redis_prefix + "-recount",
-        deltas_topic=settings.deltas_topic + ".recount",
-    )
-    topics.ensure_topics(fresh, [fresh.deltas_topic])
-    try:
-        recount = cli(fresh, "run", "--once", timeout=300)
-        assert recount.returncode == 0, recount.stderr
-        assert Store.connect(fresh).cells() == store.cells()
-        assert Store.connect(fresh).windows(last=1000) == store.windows(last=1000)
-    finally:
-        topics.delete_topics(fresh, [fresh.deltas_topic])
-        Store.connect(fresh).clear()
+    with recounted(settings, cli) as recount:
+        assert recount.cells() == store.cells()
+        assert recount.windows(last=1000) == store.windows(last=1000)
 
 
 @pytest.mark.partitions(4)
