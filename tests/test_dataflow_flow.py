@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, cluster_main, run_main
@@ -15,7 +16,7 @@ from jobpulse.dataflows.dlq import REASON, header_map
 from jobpulse.dataflows.flow import FlowSinks, build_flow
 from jobpulse.dataflows.items import CellUpdate, RawChunk
 from jobpulse.delta import Cell, Delta, fold
-from jobpulse.offer import format_rfc3339
+from jobpulse.offer import UNKNOWN, format_rfc3339
 from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress
 
@@ -216,14 +217,11 @@ def test_delta_messages_are_exactly_the_contract_json() -> None:
 
 def test_event_time_is_published_at_unless_far_after_the_record_timestamp() -> None:
     from jobpulse.dataflows.flow import MAX_EVENT_AHEAD_MS, Parser
-    from jobpulse.offer import format_rfc3339
 
     def body(published_ms: int | None) -> bytes:
         fields = {"id": "o"} | (
             {"published_at": format_rfc3339(published_ms)} if published_ms else {}
         )
-        import orjson
-
         return orjson.dumps(fields)
 
     past, soon, far = T0 - 86_400_000, T0 + MAX_EVENT_AHEAD_MS, T0 + MAX_EVENT_AHEAD_MS + 1
@@ -247,3 +245,40 @@ def test_the_delta_format_has_one_owner(monkeypatch: pytest.MonkeyPatch) -> None
     output = StateOutput([(1, Cell("Tech", "Europe"), "o-1", 3, 42, 0, T0)], {})
     [[(_, value, _)]] = flow.DeltaSerializer(SETTINGS)([("3", output)])
     assert Delta.from_json(value).event_id == "owned:offers:3:42:0"
+
+
+def test_an_offer_spread_over_partitions_and_workers_meets_one_state() -> None:
+    """Keyless records of the same offers on different partitions, on one worker and on two:
+    each offer is counted once, moves and closes follow the newest record, an older version
+    read after the delete is stale."""
+    by_partition: dict[int, list[Any]] = {p: [] for p in range(4)}
+
+    def put(partition: int, body: dict[str, Any], at: int) -> None:
+        records = by_partition[partition]
+        records.append((len(records), at, None, orjson.dumps(body), None))
+
+    for n in range(30):
+        put(n % 3, {"id": f"k-{n}", "category": "Tech"}, T0 + n)
+    for n in range(30):  # identical re-sends, each on another partition
+        put((n + 1) % 3, {"id": f"k-{n}", "category": "Tech"}, T0 + 100 + n)
+    for n in range(0, 30, 3):  # moves, on a third partition
+        put((n + 2) % 3, {"id": f"k-{n}", "category": "Retail"}, T0 + 200 + n)
+    for n in range(1, 30, 3):  # closes
+        put(n % 3, {"id": f"k-{n}", "op": "delete"}, T0 + 300 + n)
+    # An older version of closed k-1, read last, from a partition with nothing newer.
+    put(3, {"id": "k-1", "category": "Tech"}, T0 + 150)
+    chunks = [RawChunk(p, records) for p, records in by_partition.items()]
+    want = {Cell("Tech", UNKNOWN): 10, Cell("Retail", UNKNOWN): 10}
+
+    one, two = ListSink(), ListSink()
+    run_main(_flow(chunks, one))
+    cluster_main(_flow(chunks, two), [], 0, worker_count_per_proc=2)
+    for out in (one, two):
+        assert out.final_cells() == want
+        assert fold(out.delta_messages()) == want
+        progress = out.final_progress()
+        # Partitions are read one after the other: partition 2 comes after 0 and 1 hold newer
+        # versions of 20 of its offers (10 re-sent on 0, 10 closed on 1), and partition 3's
+        # one record is older than k-1's delete.
+        assert {p: c.stale for p, c in progress.items()} == {0: 0, 1: 0, 2: 20, 3: 1}
+        assert sum(c.records for c in progress.values()) == 30 + 30 + 10 + 10 + 1
