@@ -44,7 +44,6 @@ from .items import (
     EnrichedChunk,
     OutMessage,
     ParsedChunk,
-    PartitionCounts,
     RawChunk,
     Record,
     StateOutput,
@@ -252,13 +251,10 @@ class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
         return self.state.snapshot()
 
 
-def _add_counts(total: dict[int, PartitionCounts], more: dict[int, PartitionCounts]) -> None:
+def _add_counts(total: dict[int, PartitionProgress], more: dict[int, PartitionProgress]) -> None:
     for partition, counts in more.items():
         seen = total.get(partition)
-        if seen is None:
-            total[partition] = counts
-        else:
-            seen.add(counts)
+        total[partition] = counts if seen is None else seen.plus(counts)
 
 
 class DeltaSerializer:
@@ -356,52 +352,40 @@ class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any
 # -- progress ----------------------------------------------------------------------------
 
 
-def _partition_counts(items: list[tuple[str, StateOutput]]) -> list[tuple[str, PartitionCounts]]:
+def _partition_counts(
+    items: list[tuple[str, StateOutput]],
+) -> list[tuple[str, PartitionProgress]]:
     """The shards' counter increments of a batch, summed per offers partition on this worker
     (a handful of items per batch however many shards it touched)."""
-    total: dict[int, PartitionCounts] = {}
+    total: dict[int, PartitionProgress] = {}
     for _, output in items:
-        for partition, counts in output.counts.items():
-            seen = total.get(partition)
-            if seen is None:
-                seen = total[partition] = PartitionCounts()
-            seen.add(counts)
+        _add_counts(total, output.counts)
     return [(str(partition), counts) for partition, counts in total.items()]
 
 
-def _late_counts(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, PartitionCounts]]:
+def _late_counts(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, PartitionProgress]]:
     return [
-        (str(partition), PartitionCounts(late=n))
+        (str(partition), PartitionProgress(late=n))
         for _, update in items
         for partition, n in update.late.items()
         if n
     ]
 
 
-class ProgressLogic(StatefulBatchLogic[PartitionCounts, PartitionProgress, Any]):
+class ProgressLogic(StatefulBatchLogic[PartitionProgress, PartitionProgress, Any]):
     """Keyed by offers partition: its counters, summed from the increments of every shard."""
 
-    def __init__(self, total: PartitionCounts) -> None:
+    def __init__(self, total: PartitionProgress) -> None:
         self.total = total
 
     @classmethod
     def build(cls, resume: Any | None) -> ProgressLogic:
-        return cls(PartitionCounts(*resume) if resume else PartitionCounts())
+        return cls(resume or PartitionProgress())
 
-    def on_batch(self, values: list[PartitionCounts]) -> tuple[Iterable[PartitionProgress], bool]:
-        total = self.total
+    def on_batch(self, values: list[PartitionProgress]) -> tuple[Iterable[PartitionProgress], bool]:
         for counts in values:
-            total.add(counts)
-        progress = PartitionProgress(
-            offset=total.offset,
-            records=total.records,
-            dlq=total.dlq,
-            unknown_deletes=total.unknown_deletes,
-            late=total.late,
-            stale=total.stale,
-        )
-        return [progress], StatefulBatchLogic.RETAIN
+            self.total = self.total.plus(counts)
+        return [self.total], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Any:
-        t = self.total
-        return (t.offset, t.records, t.dlq, t.unknown_deletes, t.stale, t.late)
+        return self.total

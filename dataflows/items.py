@@ -7,11 +7,11 @@ per poll), never one object per offer. Inside a chunk, records are plain tuples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from jobpulse.delta import Cell
 from jobpulse.offer import Offer
+from jobpulse.store import PartitionProgress
 
 Headers = list[tuple[str, bytes]]
 
@@ -67,33 +67,12 @@ class EnrichedChunk(NamedTuple):
     records: list[Record]
 
 
-@dataclass(slots=True)
-class PartitionCounts:
-    """Counter increments of one offers partition (from one shard, or summed over a batch)."""
-
-    #: Next offset after the records counted (a maximum, not an increment).
-    offset: int = 0
-    records: int = 0
-    dlq: int = 0
-    unknown_deletes: int = 0
-    stale: int = 0
-    late: int = 0
-
-    def add(self, other: PartitionCounts) -> None:
-        self.offset = max(self.offset, other.offset)
-        self.records += other.records
-        self.dlq += other.dlq
-        self.unknown_deletes += other.unknown_deletes
-        self.stale += other.stale
-        self.late += other.late
-
-
 class StateOutput(NamedTuple):
     """What one state shard emits per batch."""
 
     deltas: list[DeltaRecord]
-    #: Offers partition → counter increments of this batch.
-    counts: dict[int, PartitionCounts]
+    #: Offers partition → counter increments of this batch (``offset``: the next offset).
+    counts: dict[int, PartitionProgress]
 
 
 class CellChange(NamedTuple):

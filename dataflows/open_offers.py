@@ -52,8 +52,9 @@ import zlib
 from dataclasses import dataclass, field
 
 from jobpulse.delta import Cell
+from jobpulse.store import PartitionProgress
 
-from .items import DELETE, REJECTED, DeltaRecord, PartitionCounts, Record
+from .items import DELETE, REJECTED, DeltaRecord, Record
 
 #: State shards. Part of the recovery store's layout (the runner refuses a store made with
 #: another value) and the most workers a cluster can usefully have.
@@ -67,6 +68,8 @@ _PARTITION_BITS = 16
 
 #: Per partition in :attr:`ShardState.partitions`: [next offset, newest order time].
 _NEXT, _NEWEST = 0, 1
+#: Per partition in a batch's tallies: [next offset, records, dlq, unknown deletes, stale].
+_RECORDS, _DLQ, _UNKNOWN_DELETES, _STALE = 1, 2, 3, 4
 
 
 #: What :meth:`ShardState.snapshot` returns (pickled into the recovery store).
@@ -101,7 +104,7 @@ class ShardState:
 
     def apply(
         self, records: list[Record], tombstone_ms: int, partition_count: int = 1
-    ) -> tuple[list[DeltaRecord], dict[int, PartitionCounts]]:
+    ) -> tuple[list[DeltaRecord], dict[int, PartitionProgress]]:
         """Apply records (each partition's in offset order); return the deltas they cause
         and, per partition, the counter increments and the next offset.
 
@@ -110,7 +113,8 @@ class ShardState:
         """
         deltas: list[DeltaRecord] = []
         emit = deltas.append
-        counts: dict[int, PartitionCounts] = {}
+        #: partition → [next offset, records, dlq, unknown deletes, stale]
+        tallies: dict[int, list[int]] = {}
         open_offers, closed, partitions = self.open, self.closed, self.partitions
         for partition, offset, order_ms, event_ms, offer_id, kind, cell in records:
             seen = partitions.get(partition)
@@ -121,13 +125,13 @@ class ShardState:
             seen[_NEXT] = offset + 1
             if order_ms > seen[_NEWEST]:
                 seen[_NEWEST] = order_ms
-            tally = counts.get(partition)
+            tally = tallies.get(partition)
             if tally is None:
-                tally = counts[partition] = PartitionCounts()
-            tally.offset = offset + 1
-            tally.records += 1
+                tally = tallies[partition] = [0, 0, 0, 0, 0]
+            tally[_NEXT] = offset + 1
+            tally[_RECORDS] += 1
             if kind == REJECTED:
-                tally.dlq += 1
+                tally[_DLQ] += 1
                 continue
             assert offer_id is not None
             version = (order_ms << _PARTITION_BITS) | partition
@@ -135,7 +139,7 @@ class ShardState:
             if kind == DELETE:
                 if old is not None:
                     if version < old >> _CODE_BITS:
-                        tally.stale += 1
+                        tally[_STALE] += 1
                         continue
                     del open_offers[offer_id]
                     closed[offer_id] = version
@@ -144,10 +148,10 @@ class ShardState:
                     continue
                 tombstone = closed.get(offer_id)
                 if tombstone is not None and version < tombstone:
-                    tally.stale += 1
+                    tally[_STALE] += 1
                     continue
                 closed[offer_id] = version
-                tally.unknown_deletes += 1
+                tally[_UNKNOWN_DELETES] += 1
                 continue
             assert cell is not None
             code = self.codes.get(cell)
@@ -158,14 +162,14 @@ class ShardState:
                 tombstone = closed.get(offer_id)
                 if tombstone is not None:
                     if version < tombstone:
-                        tally.stale += 1
+                        tally[_STALE] += 1
                         continue
                     del closed[offer_id]
                 open_offers[offer_id] = (version << _CODE_BITS) | code
                 emit((1, cell, offer_id, partition, offset, 0, event_ms))
                 continue
             if version < old >> _CODE_BITS:
-                tally.stale += 1
+                tally[_STALE] += 1
                 continue
             open_offers[offer_id] = (version << _CODE_BITS) | code
             old_code = old & _CODE_MASK
@@ -174,6 +178,16 @@ class ShardState:
                 emit((1, cell, offer_id, partition, offset, 1, event_ms))
         if closed:
             self._expire_tombstones(tombstone_ms, partition_count)
+        counts = {
+            partition: PartitionProgress(
+                offset=t[_NEXT],
+                records=t[_RECORDS],
+                dlq=t[_DLQ],
+                unknown_deletes=t[_UNKNOWN_DELETES],
+                stale=t[_STALE],
+            )
+            for partition, t in tallies.items()
+        }
         return deltas, counts
 
     def _expire_tombstones(self, tombstone_ms: int, partition_count: int) -> None:

@@ -89,6 +89,17 @@ class PartitionProgress:
     #: Records older than the offer's last applied record from another partition (ignored).
     stale: int = 0
 
+    def plus(self, more: PartitionProgress) -> PartitionProgress:
+        """These counters plus the increments in ``more`` (``offset``: the further one)."""
+        return PartitionProgress(
+            offset=max(self.offset, more.offset),
+            records=self.records + more.records,
+            dlq=self.dlq + more.dlq,
+            unknown_deletes=self.unknown_deletes + more.unknown_deletes,
+            late=self.late + more.late,
+            stale=self.stale + more.stale,
+        )
+
 
 @dataclass(frozen=True)
 class WindowCounts:

@@ -98,3 +98,10 @@ def test_unreachable_redis_is_one_clear_error(settings: Settings) -> None:
     down = settings.with_overrides(redis_url="redis://127.0.0.1:1/0")
     with pytest.raises(ServiceUnavailable, match="jobpulse stack up"):
         Store.connect(down)
+
+
+def test_plus_adds_the_increments_and_keeps_the_further_offset() -> None:
+    total = PartitionProgress(offset=10, records=10, dlq=1, unknown_deletes=2, late=3, stale=4)
+    more = PartitionProgress(offset=7, records=2, dlq=1, unknown_deletes=1, late=1, stale=1)
+    assert total.plus(more) == PartitionProgress(10, 12, 2, 3, 4, 5)
+    assert more.plus(PartitionProgress(offset=12)) == PartitionProgress(12, 2, 1, 1, 1, 1)
