@@ -108,9 +108,13 @@ def topics_grow(
 ) -> None:
     """Grow the offers topic to --partitions partitions: the first step of scaling out.
 
-    Kafka cannot remove partitions, so a smaller count is refused (exit 1). A live
-    `jobpulse run` notices the new partitions and restarts itself to read them; then run it
-    with more workers or processes on the same recovery store (see docs/operations.md).
+    Kafka cannot remove partitions: a smaller count is refused (exit 1).
+
+    A live `jobpulse run` notices the new partitions and restarts itself to read them.
+
+    For more readers, restart it with more --workers or --processes on the same store.
+
+    The whole procedure: docs/scaling.md.
     """
     from jobpulse.stack import topics
 
