@@ -199,16 +199,14 @@ def state_size(count: int) -> None:
         )
 
         def closed(make_id: Callable[[int], str] = make_id) -> ShardState:
-            state = _filled_shard(make_id, count, cells)
-            t1 = 1_764_000_000_000 + count
-            state.apply(
-                [
-                    (n % 12, count + n, t1 + n, t1 + n, make_id(n), DELETE, None)
-                    for n in range(count)
-                ],
-                tombstone_ms=3_600_000,
-                partition_count=12,
-            )
+            """Only tombstones: deletes of offers the shard does not hold."""
+            t0, state = 1_764_000_000_000, ShardState()
+            for start in range(0, count, 100_000):
+                deletes: list[Record] = [
+                    (n % 12, n, t0 + n, t0 + n, make_id(n), DELETE, None)
+                    for n in range(start, min(count, start + 100_000))
+                ]
+                state.apply(deletes, tombstone_ms=3_600_000, partition_count=12)
             return state
 
         print(f"tombstones, {label}: {_measure(closed, count):.0f} bytes per closed offer kept")
