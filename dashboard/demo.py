@@ -3,7 +3,10 @@
 Brings the stack up (reusing what already runs), creates the topics, starts the dataflow
 (``jobpulse run``) and a synthetic producer (``jobpulse produce --synthetic``) as child
 processes, and serves the dashboard in this process. Ctrl-C (or SIGTERM, or a child dying)
-stops the children, then the Kafka/Redis processes this demo started itself.
+stops the children, then the Kafka/Redis processes this demo started itself. Whatever kills
+the demo (``kill -9``, or its output piped to ``tee`` and the pipe breaking on Ctrl-C), its
+children get SIGTERM and stop cleanly (a parent-death signal), and a broken output never
+stops the demo from stopping them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import IO
 
 import typer
 
+from jobpulse.children import die_with_parent
 from jobpulse.settings import Settings, child_env
 
 #: Seconds a child gets to stop after SIGINT (the dataflow snapshots, the producer flushes).
@@ -47,9 +51,7 @@ class Child:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our Ctrl-C handling decides when it stops
-            # A demo started in the background inherits an ignored SIGINT; the children
-            # must get the default back so that SIGINT means "stop cleanly" to them.
-            preexec_fn=_default_sigint,
+            preexec_fn=_child_setup,
         )
         return cls(name, process, log_path, log_file)
 
@@ -78,8 +80,18 @@ class Child:
         return self.process.returncode
 
 
-def _default_sigint() -> None:
+def _child_setup() -> None:
+    """Before exec: SIGTERM when the demo dies; SIGINT back to its default (a demo started
+    in the background inherits an ignored SIGINT, and SIGINT means "stop cleanly")."""
+    die_with_parent(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _say(text: str, **style: object) -> None:
+    """Print for the person watching; a closed output (the pipe to ``tee`` broke on Ctrl-C)
+    must not keep the demo from stopping what it started."""
+    with contextlib.suppress(OSError, ValueError):
+        typer.secho(text, **style)  # type: ignore[arg-type]
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -94,12 +106,12 @@ def run(settings: Settings, *, rate: float, show: bool) -> int:
 
     states, seconds = lifecycle.up(settings)
     started = [s.name for s in states if s.state == lifecycle.STARTED]
-    typer.echo(f"stack: {', '.join(f'{s.name} {s.state}' for s in states)} ({seconds:.1f}s)")
+    _say(f"stack: {', '.join(f'{s.name} {s.state}' for s in states)} ({seconds:.1f}s)")
     children: list[Child] = []
     failure: list[str] = []
     try:
         outcomes = topics.ensure_topics(settings)
-        typer.echo("topics: " + ", ".join(f"{n} {o}" for n, o in outcomes.items()))
+        _say("topics: " + ", ".join(f"{n} {o}" for n, o in outcomes.items()))
         log_dir = Path(settings.state_dir) / "demo"
         log_dir.mkdir(parents=True, exist_ok=True)
         children.append(Child.start("dataflow", settings, ["run"], log_dir))
@@ -108,7 +120,7 @@ def run(settings: Settings, *, rate: float, show: bool) -> int:
                 "producer", settings, ["produce", "--synthetic", f"--rate={rate:g}"], log_dir
             )
         )
-        typer.echo(
+        _say(
             f"dataflow pid {children[0].process.pid}, producer pid {children[1].process.pid} "
             f"({rate:g} offers/s); logs in {log_dir}"
         )
@@ -125,20 +137,20 @@ def run(settings: Settings, *, rate: float, show: bool) -> int:
             return False
 
         def ready(url: str) -> None:
-            typer.secho(f"\n  jobpulse dashboard: {url}\n", bold=True)
-            typer.echo("  Ctrl-C stops the dashboard, the producer and the dataflow.\n")
+            _say(f"\n  jobpulse dashboard: {url}\n", bold=True)
+            _say("  Ctrl-C stops the dashboard, the producer and the dataflow.\n")
 
         server.serve(settings, show=show, on_ready=ready, stop_when=child_failed)
     finally:
         t0 = time.monotonic()
         for child in reversed(children):  # producer first, then the dataflow
             code = child.stop()
-            typer.echo(f"stopped {child.name} (exit code {code})")
+            _say(f"stopped {child.name} (exit code {code})")
         if started:
             for state in lifecycle.down(settings, only=started):
-                typer.echo(f"stopped {state.name}")
-        typer.echo(f"demo stopped in {time.monotonic() - t0:.1f}s; nothing left running")
+                _say(f"stopped {state.name}")
+        _say(f"demo stopped in {time.monotonic() - t0:.1f}s; nothing left running")
     if failure:
-        typer.secho(f"jobpulse demo: {failure[0]}", err=True, fg="red")
+        _say(f"jobpulse demo: {failure[0]}", err=True, fg="red")
         return 1
     return 0

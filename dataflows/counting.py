@@ -94,6 +94,11 @@ class CellCounter:
             del self.windows[start]
         return CellUpdate(cell, self.count, touched, late)
 
+    def current(self, cell: Cell) -> CellUpdate:
+        """The cell's whole absolute state: its count and every retained window."""
+        windows = {start: (opened, closed) for start, (opened, closed) in self.windows.items()}
+        return CellUpdate(cell, self.count, windows, {})
+
     def snapshot(self) -> tuple[int, dict[int, tuple[int, int]], int]:
         return (self.count, {s: (o, c) for s, (o, c) in self.windows.items()}, self.newest)
 

@@ -146,12 +146,19 @@ class RunLease:
         return self.store.renew_lease(self.value, self.ttl_ms)
 
     def _renew_loop(self) -> None:
+        failing = False  # log a Redis outage once, not every renewal
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
-                if self.renew():
-                    continue
+                renewed = self.renew()
             except redis.RedisError as exc:
-                log.warning("could not renew the Redis lease (%s); retrying", exc)
+                if not failing:
+                    log.warning("could not renew the Redis lease (%s); retrying", exc)
+                failing = True
+                continue
+            if failing:
+                log.info("renewed the Redis lease again")
+                failing = False
+            if renewed:
                 continue
             log.error("another jobpulse run took the Redis lease: stopping this run")
             self.lost.set()

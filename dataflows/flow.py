@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -94,14 +95,17 @@ def build_flow(
     op.output("deltas", deltas, sinks.deltas)
 
     changes = op.flat_map_batch("preaggregate", offers_state, Preaggregator(window_ms))
-    cell_counts = op.stateful_batch("cell_counts", changes, CellCountLogic.builder(window_ms))
+    refresh = timedelta(seconds=settings.view_refresh_seconds)
+    cell_counts = op.stateful_batch(
+        "cell_counts", changes, CellCountLogic.builder(window_ms, refresh)
+    )
 
     progress_in = op.merge(
         "progress_inputs",
         op.flat_map_batch("partition_counts", offers_state, _partition_counts),
         op.flat_map_batch("late_deltas", cell_counts, _late_counts),
     )
-    progress = op.stateful_batch("progress", progress_in, ProgressLogic.build)
+    progress = op.stateful_batch("progress", progress_in, ProgressLogic.builder(refresh))
 
     op.output("redis", op.merge("redis_updates", cell_counts, progress), sinks.redis)
     return flow
@@ -322,21 +326,40 @@ class Preaggregator:
         return [(cell_key(cell), (cell, change)) for cell, change in changes.items()]
 
 
+class Refresh:
+    """When a logic re-emits its whole absolute state: every ``interval`` of wall time.
+
+    The dataflow owns the Redis view, so keys deleted or changed there by anyone come back
+    within one interval (and a restarted run rewrites everything it holds).
+    """
+
+    def __init__(self, interval: timedelta) -> None:
+        self.interval = interval
+        self.due = datetime.now(UTC) + interval
+
+    def fired(self) -> None:
+        self.due = datetime.now(UTC) + self.interval
+
+
 class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any]):
     """Keyed by cell: absolute open-offer count and retained windows."""
 
-    def __init__(self, cell: Cell | None, counter: CellCounter, window_ms: int) -> None:
+    def __init__(
+        self, cell: Cell | None, counter: CellCounter, window_ms: int, refresh: timedelta
+    ) -> None:
         self.cell = cell
         self.counter = counter
         self.window_ms = window_ms
+        self.refresh = Refresh(refresh)
 
     @classmethod
-    def builder(cls, window_ms: int) -> Any:
+    def builder(cls, window_ms: int, refresh: timedelta) -> Any:
         def build(resume: Any | None) -> CellCountLogic:
             if resume is None:
-                return cls(None, CellCounter(), window_ms)
+                return cls(None, CellCounter(), window_ms, refresh)
             cell, counter = resume
-            return cls(Cell(*cell) if cell else None, CellCounter.restore(counter), window_ms)
+            restored = CellCounter.restore(counter)
+            return cls(Cell(*cell) if cell else None, restored, window_ms, refresh)
 
         return build
 
@@ -344,6 +367,15 @@ class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any
         self.cell = values[0][0]
         update = self.counter.apply(self.cell, [change for _, change in values], self.window_ms)
         return [update], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[CellUpdate], bool]:
+        self.refresh.fired()
+        if self.cell is None:
+            return [], StatefulBatchLogic.RETAIN
+        return [self.counter.current(self.cell)], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.refresh.due
 
     def snapshot(self) -> Any:
         return (tuple(self.cell) if self.cell else None, self.counter.snapshot())
@@ -375,17 +407,28 @@ def _late_counts(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, Partiti
 class ProgressLogic(StatefulBatchLogic[PartitionProgress, PartitionProgress, Any]):
     """Keyed by offers partition: its counters, summed from the increments of every shard."""
 
-    def __init__(self, total: PartitionProgress) -> None:
+    def __init__(self, total: PartitionProgress, refresh: timedelta) -> None:
         self.total = total
+        self.refresh = Refresh(refresh)
 
     @classmethod
-    def build(cls, resume: Any | None) -> ProgressLogic:
-        return cls(resume or PartitionProgress())
+    def builder(cls, refresh: timedelta) -> Any:
+        def build(resume: Any | None) -> ProgressLogic:
+            return cls(resume or PartitionProgress(), refresh)
+
+        return build
 
     def on_batch(self, values: list[PartitionProgress]) -> tuple[Iterable[PartitionProgress], bool]:
         for counts in values:
             self.total = self.total.plus(counts)
         return [self.total], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[PartitionProgress], bool]:
+        self.refresh.fired()
+        return [self.total], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.refresh.due
 
     def snapshot(self) -> Any:
         return self.total

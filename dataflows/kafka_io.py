@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -30,12 +32,55 @@ from confluent_kafka import (
 from jobpulse.settings import Settings
 
 from .items import OutMessage, RawChunk, RawRecord
+from .outage import Outage
 
 log = logging.getLogger("jobpulse.dataflow.kafka")
 
-#: librdkafka logs refused connections itself; the dataflow reports what matters.
+#: librdkafka logs every refused connection itself (thousands of lines in a broker restart);
+#: the dataflow reports what matters, once per state change (:class:`_ReadHealth`).
 _QUIET = logging.getLogger("jobpulse.dataflow.librdkafka")
-_QUIET.setLevel(logging.ERROR)
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+class _ReadHealth:
+    """Whether this process's offers readers get errors: logged when it changes, not per error.
+
+    Transient errors (a broker restart) are retried by librdkafka; the readers just wait.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+        self.errors = 0
+
+    def error(self, partition: int, error: KafkaError) -> None:
+        with self._lock:
+            self.errors += 1
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                log.warning(
+                    "reading the offers topic: %s (partition %d); librdkafka retries, the "
+                    "readers wait",
+                    error.str(),
+                    partition,
+                )
+
+    def ok(self) -> None:
+        if self._failing_since is None:
+            return
+        with self._lock:
+            if self._failing_since is not None:
+                log.warning(
+                    "reading the offers topic again after %.1f s (%d errors meanwhile)",
+                    time.monotonic() - self._failing_since,
+                    self.errors,
+                )
+                self._failing_since = None
+                self.errors = 0
+
+
+_READ_HEALTH = _ReadHealth()
 
 #: Set on Ctrl-C/SIGTERM: every partition ends its input, so the dataflow drains what is in
 #: flight, takes its last snapshot and returns (a clean stop instead of an abort).
@@ -92,7 +137,6 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
         self._newest = newest
         self._end = end_offset
         self._batch_size = batch_size
-        self._errors = 0
         self._awake: datetime | None = None
         self._consumer = Consumer(_consumer_config(settings, stop_at_end=end_offset is not None))
         start = next_offset if next_offset > 0 else OFFSET_BEGINNING
@@ -125,6 +169,8 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
         if not messages:
             self._awake = datetime.now(UTC) + IDLE_POLL
             return []
+        if records:
+            _READ_HEALTH.ok()
         self._awake = None
         return [RawChunk(self._partition, records)] if records else []
 
@@ -138,18 +184,12 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
             if self._end is not None:
                 self._end = min(self._end, self._next)
             return
-        self._errors += 1
         if error.fatal() or error.code() in (
             KafkaError.UNKNOWN_TOPIC_OR_PART,
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
         ):
             raise RuntimeError(f"offers partition {self._partition}: fatal Kafka error: {error}")
-        log.warning(
-            "offers partition %d: Kafka error #%d (retried by the client): %s",
-            self._partition,
-            self._errors,
-            error,
-        )
+        _READ_HEALTH.error(self._partition, error)
 
     def snapshot(self) -> PartitionPosition:
         return (self._next, self._newest)
@@ -266,51 +306,93 @@ def producer_config(settings: Settings) -> dict[str, Any]:
             "linger.ms": 20,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
+            # librdkafka retries a write until this; the sink waits as long (an outage).
+            "message.timeout.ms": settings.outage_limit_seconds * 1000,
             "logger": _QUIET,
         }
     )
 
 
+#: Builds a bounded replacement for a message too large for Kafka (see :func:`.dlq.stand_in`).
+Replacement = Callable[[bytes | None, bytes | None, Any], OutMessage]
+
+#: How often a waiting sink re-checks its deliveries.
+_FLUSH_STEP_S = 5.0
+
+
 class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, too_large: Replacement | None) -> None:
         self._topic = topic
+        self._too_large = too_large
+        self._outage = Outage(f"Kafka (writing to {topic})", settings.outage_limit_seconds)
         self._failures: list[str] = []
+        self._refused: list[OutMessage] = []
         self._producer = Producer({**producer_config(settings), "on_delivery": self._delivered})
 
-    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None:
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            return
+        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and self._too_large is not None:
+            self._refused.append((message.key(), message.value(), message.headers()))
+        else:
             self._failures.append(str(error))
 
     def write_batch(self, items: list[list[OutMessage]]) -> None:
-        produce = self._producer.produce
-        topic = self._topic
         for messages in items:
-            for key, value, headers in messages:
-                while True:
-                    try:
-                        produce(topic, value, key, headers=headers)
-                        break
-                    except BufferError:
-                        self._producer.poll(0.05)  # local queue full: let deliveries drain
+            for message in messages:
+                self._produce(message)
             self._producer.poll(0)
-        remaining = self._producer.flush(60)
-        if remaining or self._failures:
+        self._flush()
+        if self._refused:  # too large for the broker: write bounded stand-ins instead
+            refused, self._refused = self._refused, []
+            assert self._too_large is not None
+            for key, value, headers in refused:
+                self._produce(self._too_large(key, value, headers))
+            self._flush()
+        if self._failures:
             failures, self._failures = self._failures, []
             raise RuntimeError(
-                f"writing to {topic} failed: {remaining} undelivered, "
-                f"{len(failures)} rejected ({'; '.join(failures[:3])})"
+                f"writing to {self._topic} failed: {len(failures)} rejected "
+                f"({'; '.join(failures[:3])})"
             )
+
+    def _produce(self, message: OutMessage) -> None:
+        key, value, headers = message
+        while True:
+            try:
+                self._producer.produce(self._topic, value, key, headers=headers)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE or self._too_large is None:
+                    raise
+                key, value, headers = self._too_large(key, value, headers)
+
+    def _flush(self) -> None:
+        """Wait until every message is delivered or failed; an outage (Kafka unreachable) is
+        waited out up to ``outage_limit_seconds`` (see :mod:`.outage`)."""
+        while remaining := self._producer.flush(_FLUSH_STEP_S):
+            self._outage.failed(RuntimeError(f"{remaining} message(s) not delivered yet"))
+        self._outage.succeeded()
 
     def close(self) -> None:
         self._producer.flush(60)
 
 
 class ProducerSink(DynamicSink[list[OutMessage]]):
-    """Writes lists of (key, value, headers) to one topic; a batch fails unless all arrived."""
+    """Writes lists of (key, value, headers) to one topic; a batch fails unless all arrived.
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    ``too_large``: how to replace a message too large for Kafka (else it fails the batch).
+    """
+
+    def __init__(
+        self, settings: Settings, topic: str, too_large: Replacement | None = None
+    ) -> None:
         self._settings = settings
         self._topic = topic
+        self._too_large = too_large
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(self._settings, self._topic)
+        return _ProducerPartition(self._settings, self._topic, self._too_large)

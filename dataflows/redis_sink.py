@@ -7,15 +7,25 @@ never conflict and a replay after a crash rewrites the same numbers.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from jobpulse.delta import Cell
+from jobpulse.errors import exit_now
 from jobpulse.settings import Settings
-from jobpulse.store import PartitionProgress, Store, WindowCounts
+from jobpulse.store import (
+    PartitionProgress,
+    Store,
+    WindowCounts,
+    is_auth_error,
+    redis_unavailable,
+)
 
 from .items import CellUpdate
+from .outage import Outage
 
 
 def merge_updates(
@@ -46,14 +56,31 @@ def merge_updates(
     return cells, windows, partitions
 
 
+#: What a Redis outage raises (a refused or reset connection, a timeout, a restart's loading).
+_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
 class _RedisPartition(StatelessSinkPartition[Any]):
     def __init__(self, settings: Settings) -> None:
-        self._store = Store.connect(settings)
+        self._settings = settings
+        self._store = Store.connect(settings, check=False)
+        where = f"Redis at {settings.redis_host}:{settings.redis_port}"
+        self._outage = Outage(where, settings.outage_limit_seconds)
 
     def write_batch(self, items: list[Any]) -> None:
         cells, windows, partitions = merge_updates(items)
-        if cells or windows or partitions:
-            self._store.write(cells=cells, windows=windows, partitions=partitions)
+        if not (cells or windows or partitions):
+            return
+        while True:
+            try:
+                self._store.write(cells=cells, windows=windows, partitions=partitions)
+            except _OUTAGE_ERRORS as exc:
+                if is_auth_error(exc):  # a wrong password does not heal by waiting
+                    exit_now(redis_unavailable(self._settings, exc))
+                time.sleep(self._outage.failed(exc))
+                continue
+            self._outage.succeeded()
+            return
 
     def close(self) -> None:
         self._store.client.close()

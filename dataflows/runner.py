@@ -38,6 +38,7 @@ from pathlib import Path
 
 import orjson
 
+from jobpulse.children import die_with_parent
 from jobpulse.errors import JobpulseError, ServiceUnavailable, UsageError
 from jobpulse.offer import UNKNOWN
 from jobpulse.settings import Settings, child_env
@@ -233,7 +234,7 @@ def preflight(settings: Settings) -> list[int]:
     missing = [t for t in project_topics(settings) if t not in existing]
     if missing:
         raise UsageError(
-            f"topic(s) {', '.join(missing)} do not exist at {settings.kafka_bootstrap}: "
+            f"topic(s) {', '.join(missing)} do not exist at {settings.kafka_display}: "
             "create them with `jobpulse topics create`"
         )
     return list(range(existing[settings.offers_topic]))
@@ -313,6 +314,7 @@ def _run_here(
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
 
+    from .dlq import stand_in
     from .flow import FlowSinks, build_flow
     from .kafka_io import STOP, OffersSource, PartitionWatch, ProducerSink
     from .redis_sink import RedisSink
@@ -322,7 +324,7 @@ def _run_here(
         OffersSource(settings, partitions, end_offsets=end),
         FlowSinks(
             deltas=ProducerSink(settings, settings.deltas_topic),
-            dlq=ProducerSink(settings, settings.dlq_topic),
+            dlq=ProducerSink(settings, settings.dlq_topic, too_large=stand_in),
             redis=RedisSink(settings),
         ),
         professions,
@@ -331,11 +333,12 @@ def _run_here(
     STOP.clear()
     watch = None if end is not None else PartitionWatch(settings, len(partitions))
     log.info(
-        "dataflow: %s (%d partitions) → %s, %s, Redis %s:*; %d worker(s)%s; recovery %s",
+        "dataflow: %s (%d partitions) → %s, %s, Redis %s %s:*; %d worker(s)%s; recovery %s",
         settings.offers_topic,
         len(partitions),
         settings.deltas_topic,
         settings.dlq_topic,
+        settings.redis_display,
         settings.redis_prefix,
         options.workers,
         f", process {options.process_id} of {len(options.addresses)}" if options.addresses else "",
@@ -405,10 +408,7 @@ def _child_setup() -> None:
     """In a cluster child before exec: die with the parent (PR_SET_PDEATHSIG), and ignore
     Ctrl-C/SIGTERM until its own handlers are set (a stop signal during its start-up would
     otherwise kill it; the launcher repeats SIGTERM until every child has stopped)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

@@ -15,7 +15,7 @@ import typer
 from jobpulse import settings as settings_module
 from jobpulse.dashboard import cli as dashboard_cli
 from jobpulse.dataflows import cli as dataflows_cli
-from jobpulse.errors import JobpulseError
+from jobpulse.errors import JobpulseError, error_line
 from jobpulse.producer import cli as producer_cli
 from jobpulse.stack import cli as stack_cli
 
@@ -73,7 +73,7 @@ def main() -> None:
         typer.secho(f"jobpulse: {exc}", err=True, fg="red")
         sys.exit(2)
     except JobpulseError as exc:
-        typer.secho(f"jobpulse: {exc}", err=True, fg="red")
+        typer.secho(error_line(exc), err=True, fg="red")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.secho("jobpulse: interrupted", err=True)

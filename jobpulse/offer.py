@@ -80,6 +80,14 @@ class Reason(StrEnum):
     BAD_COORDINATE = "bad_coordinate"
     COORDINATE_OUT_OF_RANGE = "coordinate_out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
+    TOO_LONG = "too_long"
+
+
+#: Longest offer id, in UTF-8 bytes: the id travels in every delta (key and value) and in the
+#: state, so an unbounded one could make a delta too large for Kafka.
+MAX_ID_BYTES = 256
+#: Longest category, in characters: it becomes a Redis field and travels in every delta.
+MAX_CATEGORY_CHARS = 200
 
 
 class InvalidOffer(ValueError):
@@ -110,9 +118,16 @@ def parse_offer(key: bytes | None, value: bytes | None) -> Offer:
         raise InvalidOffer(Reason.MISSING_ID, "'id' is missing or empty")
     if not isinstance(offer_id, str):
         raise InvalidOffer(Reason.WRONG_TYPE, f"'id' must be a string, got {_kind(offer_id)}")
+    # (64 characters are at most 256 UTF-8 bytes: only longer ids need encoding to check)
+    if len(offer_id) > MAX_ID_BYTES // 4 and len(offer_id.encode()) > MAX_ID_BYTES:
+        raise InvalidOffer(
+            Reason.TOO_LONG,
+            f"'id' is {len(offer_id.encode())} bytes, at most {MAX_ID_BYTES}",
+        )
     if key is not None and key != offer_id.encode():
         raise InvalidOffer(
-            Reason.KEY_MISMATCH, f"key {key.decode(errors='replace')!r} != id {offer_id!r}"
+            Reason.KEY_MISMATCH,
+            f"key {_excerpt(key.decode(errors='replace'))!r} != id {offer_id!r}",
         )
 
     op_raw = body.get("op", Op.UPSERT.value)
@@ -120,7 +135,7 @@ def parse_offer(key: bytes | None, value: bytes | None) -> Offer:
         op = Op(op_raw)
     except ValueError:
         raise InvalidOffer(
-            Reason.UNKNOWN_OP, f"'op' must be upsert or delete, got {op_raw!r}"
+            Reason.UNKNOWN_OP, f"'op' must be upsert or delete, got {_excerpt(repr(op_raw))}"
         ) from None
     if op is Op.DELETE:
         return Offer(id=offer_id, op=op, published_at_ms=_published_at(body))
@@ -131,6 +146,12 @@ def parse_offer(key: bytes | None, value: bytes | None) -> Offer:
             raise InvalidOffer(
                 Reason.WRONG_TYPE, f"'{name}' must be a string, got {_kind(field_value)}"
             )
+    category = body.get("category")
+    if category is not None and len(category) > MAX_CATEGORY_CHARS:
+        raise InvalidOffer(
+            Reason.TOO_LONG,
+            f"'category' is {len(category)} characters, at most {MAX_CATEGORY_CHARS}",
+        )
     profession_id = body.get("profession_id")
     if profession_id is not None and (
         not isinstance(profession_id, int) or isinstance(profession_id, bool)
@@ -142,7 +163,7 @@ def parse_offer(key: bytes | None, value: bytes | None) -> Offer:
     return Offer(
         id=offer_id,
         op=op,
-        category=body.get("category") or None,
+        category=category or None,
         profession_id=profession_id,
         latitude=latitude,
         longitude=longitude,
@@ -162,9 +183,13 @@ def _coordinates(body: dict[str, Any]) -> tuple[float | None, float | None]:
         raise InvalidOffer(Reason.HALF_COORDINATES, f"'{given}' given without '{missing}'")
     for name, number in (("latitude", lat), ("longitude", lon)):
         if isinstance(number, bool) or not isinstance(number, int | float):
-            raise InvalidOffer(Reason.BAD_COORDINATE, f"'{name}' is not a number: {number!r}")
+            raise InvalidOffer(
+                Reason.BAD_COORDINATE, f"'{name}' is not a number: {_excerpt(repr(number))}"
+            )
         if not math.isfinite(number):
-            raise InvalidOffer(Reason.BAD_COORDINATE, f"'{name}' is not finite: {number!r}")
+            raise InvalidOffer(
+                Reason.BAD_COORDINATE, f"'{name}' is not finite: {_excerpt(repr(number))}"
+            )
     if not -90.0 <= lat <= 90.0:
         raise InvalidOffer(Reason.COORDINATE_OUT_OF_RANGE, f"latitude {lat} outside [-90, 90]")
     if not -180.0 <= lon <= 180.0:
@@ -182,10 +207,12 @@ def _published_at(body: dict[str, Any]) -> int | None:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise InvalidOffer(
-            Reason.BAD_TIMESTAMP, f"'published_at' is not RFC 3339: {raw!r}"
+            Reason.BAD_TIMESTAMP, f"'published_at' is not RFC 3339: {_excerpt(repr(raw))}"
         ) from None
     if moment.tzinfo is None:
-        raise InvalidOffer(Reason.BAD_TIMESTAMP, f"'published_at' has no UTC offset: {raw!r}")
+        raise InvalidOffer(
+            Reason.BAD_TIMESTAMP, f"'published_at' has no UTC offset: {_excerpt(repr(raw))}"
+        )
     return int(moment.timestamp() * 1000)
 
 
@@ -199,3 +226,8 @@ def _kind(value: Any) -> str:
     return {dict: "object", list: "array", bool: "boolean", str: "string"}.get(
         type(value), type(value).__name__
     )
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (an error message never echoes a whole record)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"

@@ -33,12 +33,20 @@ import orjson
 import redis
 
 from jobpulse.delta import Cell
-from jobpulse.errors import ServiceUnavailable
+from jobpulse.errors import AuthenticationFailed, ServiceUnavailable
 from jobpulse.offer import format_rfc3339
 from jobpulse.settings import Settings
 
 #: How long window hashes are kept in Redis.
 WINDOW_RETENTION_S = 24 * 3600
+#: Seconds to wait for Redis to accept a connection.
+CONNECT_TIMEOUT_S = 3.0
+#: Seconds to wait for any reply: a hung Redis fails a call instead of hanging its caller.
+#: Explicit, not left to redis-py (older versions default to no timeout). Blocking pub/sub
+#: reads (``listen()``, ``get_message(timeout=None)``) are not limited by it.
+SOCKET_TIMEOUT_S = 5.0
+#: A pooled connection idle this many seconds is PINGed before reuse (drops dead sockets).
+HEALTH_CHECK_INTERVAL_S = 30
 
 
 class Keys:
@@ -127,6 +135,54 @@ class Breakdown:
         return {"counts": self.counts, "total": self.total, "updated_at": self.updated_at}
 
 
+def redis_client(
+    settings: Settings,
+    *,
+    socket_timeout: float | None = SOCKET_TIMEOUT_S,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+) -> redis.Redis:
+    """A client for ``settings.redis_url`` that never waits forever: connect and reply
+    timeouts (``socket_timeout=None``: replies are not bounded), TCP keepalive and a health
+    check of idle pooled connections."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+    )
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """Whether a Redis error means "wrong or missing credentials" (not "unreachable")."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and text.startswith(("NOAUTH", "WRONGPASS"))
+
+
+def redis_unavailable(settings: Settings, exc: BaseException) -> ServiceUnavailable:
+    """The one-line error for a Redis call that failed with ``exc``: authentication refused
+    (:class:`AuthenticationFailed`) or not reachable. Never shows a password."""
+    shown, address, user = settings.redis_display, settings.redis_address, settings.redis_username
+    detail = settings.scrub(" ".join(str(exc).split()) or type(exc).__name__)
+    if not is_auth_error(exc):
+        return ServiceUnavailable(
+            f"Redis is not reachable at {shown} ({detail}); "
+            "start it with `jobpulse stack up` or set JOBPULSE_REDIS_URL"
+        )
+    if not settings.redis_password_given:
+        return AuthenticationFailed(
+            f"Redis authentication failed for user {user!r} at {address}: the server requires "
+            f"a password and JOBPULSE_REDIS_URL ({shown}) gives none; "
+            "set it as redis://user:password@host:port/db"
+        )
+    return AuthenticationFailed(
+        f"Redis authentication failed for user {user!r} at {address} ({detail}): "
+        f"check the user and password in JOBPULSE_REDIS_URL ({shown})"
+    )
+
+
 class Store:
     """Reads and writes one prefix's keys on a Redis connection."""
 
@@ -135,17 +191,28 @@ class Store:
         self.keys = Keys(prefix)
 
     @classmethod
-    def connect(cls, settings: Settings, *, check: bool = True) -> Store:
-        """A store on ``settings.redis_url``; :class:`ServiceUnavailable` if Redis is down."""
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    def connect(
+        cls,
+        settings: Settings,
+        *,
+        check: bool = True,
+        socket_timeout: float | None = SOCKET_TIMEOUT_S,
+    ) -> Store:
+        """A store on ``settings.redis_url`` (client from :func:`redis_client`).
+
+        With ``check``, PING first: :class:`AuthenticationFailed` if Redis refuses the URL's
+        credentials, :class:`ServiceUnavailable` if it cannot be reached. ``socket_timeout``
+        bounds every reply (``None``: no bound). :meth:`pubsub` works either way: redis-py
+        reads a blocking ``listen()`` / ``get_message(timeout=None)`` without the socket
+        timeout, and ``get_message(timeout=t)`` waits ``t``.
+        """
+        client = redis_client(settings, socket_timeout=socket_timeout)
         if check:
             try:
                 client.ping()
             except redis.RedisError as exc:
-                raise ServiceUnavailable(
-                    f"Redis is not reachable at {settings.redis_url} ({exc}); "
-                    "start it with `jobpulse stack up` or set JOBPULSE_REDIS_URL"
-                ) from None
+                client.close()
+                raise redis_unavailable(settings, exc) from None
         return cls(client, settings.redis_prefix)
 
     # -- writing (the dataflow) ----------------------------------------------------------

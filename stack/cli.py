@@ -61,12 +61,20 @@ def stack_down(ctx: typer.Context) -> None:
 
 @stack_app.command("status")
 def stack_status(ctx: typer.Context) -> None:
-    """Report each service: up/down, version, address, pid. Exit code 3 if any is down."""
+    """Report each service: up/down, version, address, pid. Exit code 3 if any is down.
+
+    A pid is shown only for a process this state dir started that serves the configured
+    address; a service refusing the configured credentials is "auth failed" (one line on
+    stderr says which user at which address).
+    """
     from jobpulse.stack import lifecycle
 
     states = lifecycle.status(ctx.obj)
     for state in states:
         typer.echo(state.line())
+    for state in states:
+        if state.problem:
+            typer.secho(f"jobpulse: {state.problem}", err=True, fg="red")
     if not all(s.up for s in states):
         raise typer.Exit(code=3)
 

@@ -1,7 +1,11 @@
 """``stack up | down | status``: the local Kafka and Redis as one unit.
 
 ``up`` reuses whatever already answers at the configured addresses and starts only what is
-missing; ``down`` stops only the processes whose pid files this state dir holds.
+missing; ``down`` stops only the processes whose pid files this state dir holds. A pid is
+attributed to a configured service only if this state dir started that process *and* it
+listens at the configured address; anything else answering there is ``external``. Addresses
+are shown with their credentials masked, and a service that refuses the configured
+credentials is reported as such at once (never as "down", never waited for).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobpulse.errors import JobpulseError, ServiceUnavailable
+from jobpulse.errors import AuthenticationFailed, JobpulseError, ServiceUnavailable
 from jobpulse.settings import Settings
 from jobpulse.stack import kafka, processes, redis_server, topics
 from jobpulse.stack.processes import PidRecord, Tool
@@ -21,6 +25,8 @@ RUNNING = "already running"
 EXTERNAL = "external"
 DOWN = "down"
 STOPPED = "stopped"
+STARTING = "starting"
+AUTH_FAILED = "auth failed"
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,14 @@ class ServiceState:
     name: str
     address: str
     up: bool
-    #: STARTED / RUNNING (ours) / EXTERNAL (not started from this state dir) / DOWN / STOPPED.
+    #: STARTED / RUNNING / STARTING (ours) / EXTERNAL (not started from this state dir) /
+    #: AUTH_FAILED / DOWN / STOPPED.
     state: str
     version: str | None = None
     pid: int | None = None
     seconds: float | None = None
+    #: What the user must fix (e.g. the credentials Redis refused), one line.
+    problem: str | None = None
 
     def line(self) -> str:
         """A one-line human summary."""
@@ -49,8 +58,12 @@ class ServiceState:
 @dataclass(frozen=True)
 class _Service:
     name: str
+    #: The configured address as it may be shown (credentials masked).
     address: Callable[[Settings], str]
     host: Callable[[Settings], str]
+    #: ``(host, port)`` a process of ours must listen at to serve the configured address
+    #: (``None``: jobpulse never starts one for it, e.g. a ``unix://`` Redis URL).
+    endpoint: Callable[[Settings], tuple[str, int] | None]
     probe: Callable[[Settings], str | None]  # version if it answers, else None
     pid_file: Callable[[Settings], Path]
     tools: Callable[[], list[Tool]]
@@ -69,8 +82,9 @@ def _kafka_probe(settings: Settings) -> str | None:
 
 KAFKA = _Service(
     name="kafka",
-    address=lambda s: s.kafka_bootstrap,
+    address=lambda s: s.kafka_display,
     host=lambda s: s.kafka_host,
+    endpoint=lambda s: (s.kafka_host, s.kafka_port),
     probe=_kafka_probe,
     pid_file=lambda s: kafka.Paths(s).pid,
     tools=kafka.required_tools,
@@ -80,8 +94,9 @@ KAFKA = _Service(
 )
 REDIS = _Service(
     name="redis",
-    address=lambda s: s.redis_url,
+    address=lambda s: s.redis_display,
     host=lambda s: s.redis_host,
+    endpoint=lambda s: None if s.redis_url.startswith("unix:") else (s.redis_host, s.redis_port),
     probe=redis_server.version,
     pid_file=lambda s: redis_server.Paths(s).pid,
     tools=lambda: [redis_server.REDIS],
@@ -96,19 +111,50 @@ def _lock(settings: Settings) -> Path:
     return settings.state_dir.resolve() / "run" / "stack.lock"
 
 
+def _records(svc: _Service, settings: Settings) -> tuple[PidRecord | None, PidRecord | None]:
+    """``(ours, elsewhere)``: this state dir's process for ``svc`` as ``ours`` if it listens
+    at the configured address (or on no port yet: still starting), else as ``elsewhere``."""
+    record = processes.read_pid(svc.pid_file(settings))
+    if record is None:
+        return None, None
+    endpoint = svc.endpoint(settings)
+    if endpoint is not None and processes.serves_at(record, *endpoint) is not False:
+        return record, None
+    return None, record
+
+
+def _probe(svc: _Service, settings: Settings) -> tuple[str | None, AuthenticationFailed | None]:
+    """``(version, None)`` if ``svc`` answers at the configured address, ``(None, error)``
+    if it refuses the configured credentials, ``(None, None)`` if it does not answer."""
+    try:
+        return svc.probe(settings), None
+    except AuthenticationFailed as exc:
+        return None, exc
+
+
 def status(settings: Settings) -> list[ServiceState]:
-    """Each service: up or down, version, address, and our pid if we started it."""
+    """Each service: up or down, version, address, and our pid if this state dir started
+    the process that serves the configured address."""
     states = []
     for svc in SERVICES:
-        record = processes.read_pid(svc.pid_file(settings))
-        version = svc.probe(settings)
-        pid = record.pid if record else None
+        ours, _ = _records(svc, settings)
+        version, refused = _probe(svc, settings)
         if version is not None:
-            state = RUNNING if record else EXTERNAL
+            state = RUNNING if ours else EXTERNAL
+        elif refused is not None:
+            state = AUTH_FAILED
         else:
-            state = "starting" if record else DOWN
+            state = STARTING if ours else DOWN
         states.append(
-            ServiceState(svc.name, svc.address(settings), version is not None, state, version, pid)
+            ServiceState(
+                svc.name,
+                svc.address(settings),
+                version is not None,
+                state,
+                version,
+                ours.pid if ours else None,
+                problem=str(refused) if refused else None,
+            )
         )
     return states
 
@@ -117,25 +163,38 @@ def up(settings: Settings) -> tuple[list[ServiceState], float]:
     """Start what is not running, wait until Kafka serves metadata and Redis answers PING.
 
     Returns the states and the total seconds taken. Idempotent: services that already answer
-    are reused, whether this state dir started them or not.
+    are reused, whether this state dir started them or not. A service that refuses the
+    configured credentials is :class:`AuthenticationFailed` at once.
     """
     t0 = time.monotonic()
     with processes.locked(_lock(settings)):
         plan: dict[str, ServiceState | PidRecord | None] = {}
         for svc in SERVICES:
-            record = processes.read_pid(svc.pid_file(settings))
-            version = svc.probe(settings)
+            ours, elsewhere = _records(svc, settings)
+            version = svc.probe(settings)  # AuthenticationFailed: nothing to start or wait for
             if version is not None:
-                state = RUNNING if record else EXTERNAL
+                state = RUNNING if ours else EXTERNAL
                 plan[svc.name] = ServiceState(
-                    svc.name, svc.address(settings), True, state, version, record and record.pid
+                    svc.name,
+                    svc.address(settings),
+                    True,
+                    state,
+                    version,
+                    ours.pid if ours else None,
                 )
-            elif record is not None:
-                plan[svc.name] = record  # ours, still starting: wait for it below
+            elif ours is not None:
+                plan[svc.name] = ours  # still starting: wait for it below
             elif not processes.is_local_host(svc.host(settings)):
                 raise ServiceUnavailable(
                     f"{svc.name} at {svc.address(settings)} is not reachable, and jobpulse only "
                     "starts services on this machine (localhost)"
+                )
+            elif elsewhere is not None:
+                raise JobpulseError(
+                    f"{svc.name} at {svc.address(settings)} is not running, and the {svc.name} "
+                    f"this state dir ({settings.state_dir}) started, pid {elsewhere.pid}, "
+                    f"listens at {_listening(elsewhere)}: stop it with `jobpulse stack down`, "
+                    "or use another JOBPULSE_STATE_DIR for this address"
                 )
             else:
                 plan[svc.name] = None
@@ -197,17 +256,24 @@ def down(settings: Settings, only: Iterable[str] | None = None) -> list[ServiceS
             if svc.name not in names:
                 continue
             pid_file = svc.pid_file(settings)
-            record = processes.read_pid(pid_file)
+            ours, elsewhere = _records(svc, settings)
+            record = ours or elsewhere
             if record is not None:
+                # Shown where it listened: that may not be the configured address.
+                address = svc.address(settings) if ours else _listening(record)
                 processes.stop(record)
                 pid_file.unlink(missing_ok=True)
-                states.append(
-                    ServiceState(svc.name, svc.address(settings), False, STOPPED, pid=record.pid)
-                )
+                states.append(ServiceState(svc.name, address, False, STOPPED, pid=record.pid))
                 continue
-            version = svc.probe(settings)
-            state = EXTERNAL if version is not None else DOWN
-            states.append(
-                ServiceState(svc.name, svc.address(settings), version is not None, state, version)
-            )
+            version, refused = _probe(svc, settings)
+            answers = version is not None or refused is not None
+            state = EXTERNAL if answers else DOWN
+            states.append(ServiceState(svc.name, svc.address(settings), answers, state, version))
     return states
+
+
+def _listening(record: PidRecord) -> str:
+    """Where a process listens, for messages (``127.0.0.1:6379``; ``?`` if unknown)."""
+    addresses = processes.listen_addresses(record) or []
+    shown = [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip, port in addresses]
+    return ", ".join(sorted(set(shown))) or "?"

@@ -151,6 +151,50 @@ def _reap(pid: int) -> None:
             child.wait(timeout=5)
 
 
+def listen_addresses(record: PidRecord) -> list[tuple[str, int]] | None:
+    """The TCP ``(ip, port)`` pairs the process listens on (IPv4-mapped IPv6 as IPv4);
+    ``None`` if that cannot be told (process gone, or no permission to look)."""
+    proc = record.process()
+    if proc is None:
+        return None
+    try:
+        conns = proc.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    return [
+        (_plain_ip(conn.laddr.ip), conn.laddr.port)
+        for conn in conns
+        if conn.status == psutil.CONN_LISTEN and conn.laddr
+    ]
+
+
+def serves_at(record: PidRecord, host: str, port: int) -> bool | None:
+    """Whether the process listens at ``host:port`` (a wildcard address counts).
+
+    ``None`` when it listens on no TCP port yet (still starting) or that cannot be told;
+    ``False`` when it listens elsewhere only: it does not serve the configured address.
+    """
+    addresses = listen_addresses(record)
+    if not addresses:
+        return None
+    wanted = _host_ips(host) | {"0.0.0.0", "::"}
+    return any(ip in wanted and lport == port for ip, lport in addresses)
+
+
+def _host_ips(host: str) -> set[str]:
+    """Every IP address ``host`` resolves to (none if it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return set()
+    return {_plain_ip(str(info[4][0])) for info in infos}
+
+
+def _plain_ip(ip: str) -> str:
+    """``::ffff:127.0.0.1`` → ``127.0.0.1`` (an IPv4 socket seen through IPv6)."""
+    return ip.removeprefix("::ffff:")
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections at ``host:port``."""
     try:

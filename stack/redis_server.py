@@ -10,6 +10,7 @@ from jobpulse.errors import JobpulseError
 from jobpulse.settings import Settings
 from jobpulse.stack import processes
 from jobpulse.stack.processes import PidRecord, Tool
+from jobpulse.store import is_auth_error, redis_client, redis_unavailable
 
 REDIS = Tool("redis-server", "run `make deps` or apt-get install redis-server")
 READY_TIMEOUT_S = 30.0
@@ -27,13 +28,15 @@ class Paths:
 
 def client(settings: Settings, timeout: float = 2.0) -> redis.Redis:
     """A client for ``settings.redis_url`` with short timeouts (for probes)."""
-    return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
-    )
+    return redis_client(settings, socket_timeout=timeout, connect_timeout=timeout)
 
 
 def version(settings: Settings) -> str | None:
-    """Server version if Redis answers PING at the configured URL, else ``None``."""
+    """Server version if Redis answers PING at the configured URL, else ``None``.
+
+    A Redis that answers but refuses the URL's credentials is not "down": that raises
+    :class:`~jobpulse.errors.AuthenticationFailed` (waiting or starting another will not help).
+    """
     try:
         conn = client(settings)
         try:
@@ -42,7 +45,9 @@ def version(settings: Settings) -> str | None:
             return str(conn.info("server").get("redis_version", "unknown"))
         finally:
             conn.close()
-    except (redis.RedisError, OSError):
+    except (redis.RedisError, OSError) as exc:
+        if is_auth_error(exc):
+            raise redis_unavailable(settings, exc) from None
         return None
 
 
@@ -81,8 +86,8 @@ def start(settings: Settings) -> PidRecord:
     """Launch ``redis-server`` in the background; its pid goes into the state dir."""
     if settings.redis_url.startswith("unix://"):
         raise JobpulseError(
-            f"Redis at {settings.redis_url} is not running, and jobpulse only starts Redis on a "
-            "TCP port: point JOBPULSE_REDIS_URL at redis://localhost:<port>/0"
+            f"Redis at {settings.redis_display} is not running, and jobpulse only starts Redis "
+            "on a TCP port: point JOBPULSE_REDIS_URL at redis://localhost:<port>/0"
         )
     server = processes.require_tools([REDIS])["redis-server"]
     paths = Paths(settings)

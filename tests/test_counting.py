@@ -84,3 +84,12 @@ def test_counter_snapshot_restores_the_same_state() -> None:
     restored = CellCounter.restore(counter.snapshot())
     assert restored == counter
     assert CellCounter.restore(None) == CellCounter()
+
+
+def test_current_is_the_whole_absolute_state_for_a_view_refresh() -> None:
+    from jobpulse.dataflows.items import CellUpdate
+
+    counter = CellCounter()
+    counter.apply(TECH, [CellChange(2, {(T0, 0): [2, 0]})], MINUTE)
+    counter.apply(TECH, [CellChange(-1, {(T0 + MINUTE, 1): [0, 1]})], MINUTE)
+    assert counter.current(TECH) == CellUpdate(TECH, 1, {T0: (2, 0), T0 + MINUTE: (0, 1)}, {})

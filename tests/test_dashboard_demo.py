@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import orjson
 import psutil
 import pytest
-from conftest import CliRunner, spawn_cli
+from conftest import REPO, CliRunner, spawn_cli
 from test_dashboard_browser import free_port, http_get
 
-from jobpulse.settings import Settings
-from jobpulse.store import Store
+from jobpulse.settings import Settings, child_env
+from jobpulse.store import Store, totals
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +83,49 @@ def test_dashboard_rejects_a_bad_port(settings: Settings, cli: CliRunner) -> Non
     assert result.returncode == 2
     assert "--port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_piped_to_tee_and_interrupted_leaves_nothing_running(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``jobpulse demo 2>&1 | tee demo.log`` and Ctrl-C, as in a terminal: the signal reaches
+    the whole job, tee dies, the demo's output breaks — its children must stop all the same."""
+    port = free_port()
+    log = tmp_path / "demo.log"
+    job = subprocess.Popen(
+        [
+            "bash",
+            "-c",
+            f'"{sys.executable}" -m jobpulse demo --port {port} --rate 20 2>&1 '
+            f'| tee "{log}" >/dev/null',
+        ],
+        env=child_env(settings),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while "jobpulse dashboard: http" not in (log.read_text() if log.exists() else ""):
+            assert job.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        pids = [int(p) for p in re.findall(r"(?:dataflow|producer) pid (\d+)", log.read_text())]
+        assert len(pids) == 2
+        while totals(Store.connect(settings).partitions().values()).records == 0:
+            assert time.monotonic() < deadline, "no offer was processed"
+            time.sleep(0.5)
+        os.killpg(job.pid, signal.SIGINT)  # Ctrl-C: the whole foreground job
+        job.wait(60)
+        deadline = time.monotonic() + 30
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in pids if _running(p)]
+            time.sleep(0.2)
+        assert alive == [], f"left running: {alive}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -43,6 +43,8 @@ MALFORMED: list[tuple[bytes | None, bytes | None, Reason]] = [
     (b"o-1", b'{"id": "o-1", "latitude": 0, "longitude": -180.1}', Reason.COORDINATE_OUT_OF_RANGE),
     (b"o-1", b'{"id": "o-1", "published_at": "yesterday"}', Reason.BAD_TIMESTAMP),
     (b"o-1", b'{"id": "o-1", "published_at": "2026-11-25T10:00:00"}', Reason.BAD_TIMESTAMP),
+    (None, orjson.dumps({"id": "é" * 129}), Reason.TOO_LONG),  # 258 UTF-8 bytes
+    (None, orjson.dumps({"id": "o", "category": "c" * 201}), Reason.TOO_LONG),
 ]
 
 
@@ -92,3 +94,41 @@ def test_dlq_headers_follow_kafka_connect_and_keep_the_original_headers() -> Non
     assert b"archive" in by_name[EXCEPTION_MESSAGE]
     assert headers[-1] == ("trace", b"abc")
     assert all(name.startswith("__connect.errors.") for name, _ in headers[:-1])
+
+
+def test_the_longest_allowed_id_and_category_are_accepted() -> None:
+    from jobpulse.offer import MAX_CATEGORY_CHARS, MAX_ID_BYTES
+
+    offer_id = "é" * (MAX_ID_BYTES // 2)  # exactly the limit, in UTF-8 bytes
+    category = "c" * MAX_CATEGORY_CHARS
+    offer = parse_offer(None, orjson.dumps({"id": offer_id, "category": category}))
+    assert (offer.id, offer.category) == (offer_id, category)
+
+
+def test_a_reason_never_echoes_a_whole_record() -> None:
+    huge = "y" * 500_000
+    for value in (
+        orjson.dumps({"id": "o", "op": huge}),
+        orjson.dumps({"id": "o", "latitude": huge, "longitude": 1}),
+        orjson.dumps({"id": "o", "published_at": huge}),
+    ):
+        with pytest.raises(InvalidOffer) as caught:
+            parse_offer(None, value)
+        assert len(str(caught.value)) < 300
+    with pytest.raises(InvalidOffer) as caught:
+        parse_offer(huge.encode(), orjson.dumps({"id": "o"}))
+    assert len(str(caught.value)) < 300
+
+
+def test_dlq_message_header_is_bounded_and_stand_in_keeps_where_from() -> None:
+    from jobpulse.dataflows.dlq import MAX_MESSAGE_BYTES, TRUNCATED, stand_in
+
+    error = InvalidOffer(Reason.NOT_JSON, "z" * 10_000)
+    headers = dlq_headers("offers", 3, 42, error, [("big", b"h" * 5000)])
+    assert len(header_map(headers)[EXCEPTION_MESSAGE]) == MAX_MESSAGE_BYTES
+    key, value, kept = stand_in(b"k" * 5000, b"v" * 2_000_000, headers)
+    assert key == b"k" * 1024 and value == b"v" * 65536
+    names = header_map(kept)
+    assert "big" not in names
+    assert (names[TOPIC], names[PARTITION], names[OFFSET]) == (b"offers", b"3", b"42")
+    assert b"value 2000000 bytes" in names[TRUNCATED]

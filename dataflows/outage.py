@@ -1,0 +1,69 @@
+"""Waiting out an outage of Redis or Kafka at a sink, instead of stopping the dataflow.
+
+A sink that cannot write retries with exponential backoff (0.1 s doubling to 5 s) for up to
+``JOBPULSE_OUTAGE_LIMIT_SECONDS``; it logs one line when the outage starts and one when it
+ends — never one per retry — and past the limit ends the run with one line
+(:func:`jobpulse.errors.exit_now`: an exception raised in a sink would print as a Rust panic;
+the next start resumes from the last snapshot, exactly as after a crash). While a sink waits,
+its worker does not take new input (backpressure), so nothing is lost or read ahead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from jobpulse.errors import ServiceUnavailable, exit_now
+
+log = logging.getLogger("jobpulse.dataflow")
+
+FIRST_DELAY_S = 0.1
+MAX_DELAY_S = 5.0
+
+
+class Outage:
+    """The current outage of one service as one sink sees it (``None`` started: no outage)."""
+
+    def __init__(self, service: str, limit_s: float) -> None:
+        self.service = service
+        self.limit_s = limit_s
+        self.started: float | None = None
+        self._delay = FIRST_DELAY_S
+
+    def failed(self, error: BaseException) -> float:
+        """Note a failed attempt; return how long to wait before the next one.
+
+        Ends the process with one line once the outage has lasted longer than the limit.
+        """
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+            self._delay = FIRST_DELAY_S
+            log.warning(
+                "%s unreachable (%s): waiting up to %.0f s, retrying with backoff",
+                self.service,
+                _one_line(error),
+                self.limit_s,
+            )
+        elif now - self.started > self.limit_s:
+            exit_now(
+                ServiceUnavailable(
+                    f"the dataflow stopped: {self.service} unreachable for more than "
+                    f"{self.limit_s:.0f} s (JOBPULSE_OUTAGE_LIMIT_SECONDS): {_one_line(error)}"
+                )
+            )
+        delay, self._delay = self._delay, min(self._delay * 2, MAX_DELAY_S)
+        return delay
+
+    def succeeded(self) -> None:
+        """Note a successful attempt: ends the outage (logged) if there was one."""
+        if self.started is not None:
+            log.warning(
+                "%s reachable again after %.1f s", self.service, time.monotonic() - self.started
+            )
+            self.started = None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
