@@ -122,7 +122,7 @@ def main() -> None:
     ].result(timeout=30)
     load_places()  # not part of the measurement
     try:
-        print(f"producer → {settings.kafka_bootstrap} {settings.offers_topic}")
+        print(f"producer → {settings.kafka_display} {settings.offers_topic}")
         print(
             f"{'requested/s':>12} {'achieved/s':>12} {'error':>8} {'worst 1 s':>10} "
             f"{'acked/s':>10} {'records':>9}"

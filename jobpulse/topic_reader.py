@@ -62,7 +62,7 @@ def _assign_to_start(
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         cause = error.str() if error is not None else str(exc)
         raise ServiceUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} is not reachable ({cause})"
+            f"Kafka at {settings.kafka_display} is not reachable ({cause})"
         ) from None
     info = metadata.topics.get(topic)
     if info is None or info.error is not None:

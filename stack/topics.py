@@ -55,11 +55,11 @@ def cluster_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadat
         metadata = admin_client(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
         raise ServiceUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} is not reachable ({_text(exc)}): "
+            f"Kafka at {settings.kafka_display} is not reachable ({_text(exc)}): "
             "start it with `jobpulse stack up`"
         ) from None
     if not metadata.brokers:
-        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} reports no brokers yet")
+        raise ServiceUnavailable(f"Kafka at {settings.kafka_display} reports no brokers yet")
     return metadata
 
 
@@ -172,7 +172,7 @@ def grow_partitions(settings: Settings, count: int, timeout: float = 30.0) -> in
     before = topic_partitions(settings, [topic]).get(topic)
     if before is None:
         raise JobpulseError(
-            f"topic {topic} does not exist at {settings.kafka_bootstrap}: "
+            f"topic {topic} does not exist at {settings.kafka_display}: "
             "create it with `jobpulse topics create`"
         )
     if count < before:
