@@ -24,12 +24,12 @@ from pathlib import Path
 from confluent_kafka.admin import NewTopic
 
 from jobpulse import settings as settings_module
+from jobpulse import topics
 from jobpulse.producer.csv_import import CsvRow, decode_lines, read_rows
 from jobpulse.producer.delivery import OfferSender, Outcome, pump
 from jobpulse.producer.places import load_places
 from jobpulse.producer.synthetic import SyntheticStream
 from jobpulse.settings import Settings
-from jobpulse.stack import topics
 
 JOBS_CSV = (
     Path(__file__).resolve().parents[1].parent

@@ -79,19 +79,12 @@ def synthetic_records(count: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
 
 
 def produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
-    from confluent_kafka import Producer
+    from jobpulse import kafka
 
-    producer = Producer(
-        settings.kafka_client_config(**{"linger.ms": 20, "compression.type": "lz4"})
-    )
+    producer = kafka.producer(settings, tunables={"linger.ms": 20, "compression.type": "lz4"})
     began = time.monotonic()
     for i, (key, value) in enumerate(records):
-        while True:
-            try:
-                producer.produce(settings.offers_topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        kafka.produce(producer, settings.offers_topic, value, key)
         if i % 5000 == 0:
             producer.poll(0)
     if producer.flush(60):
@@ -112,7 +105,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def run_benchmark(offers: int, workers: int) -> None:
-    from jobpulse.stack import topics
+    from jobpulse import topics
     from jobpulse.store import Store
 
     tag = f"bench-{uuid.uuid4().hex[:8]}"

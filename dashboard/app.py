@@ -1,41 +1,59 @@
-"""The Panel app: one :class:`DashboardSession` per browser tab, fed by the shared feed.
+"""The page: one :class:`DashboardSession` per browser tab, fed by the shared feed.
 
+Plain Bokeh models in the session's document, served by Panel's server (:class:`PageFactory`:
+an empty page at once, the page's models built off the IO loop once the browser shows it).
 Every dynamic part is a Bokeh model owned by the session (``ColumnDataSource`` for the
-table and charts, ``Div`` for the numbers). The feed thread hands each session a snapshot;
-the session schedules :meth:`DashboardSession.apply` on its own document with
-``doc.add_next_tick_callback`` (the one thread-safe entry into a Bokeh document), and
-``apply`` sends only what changed: ``patch`` for changed cells, ``stream`` for new windows,
-a ``data`` swap only when the shape changed (a new category, a reset).
+tables and charts, ``Div`` for the numbers); no model is shared between sessions. The feed
+thread hands each session a snapshot; the session schedules :meth:`DashboardSession.apply`
+on its own document with ``doc.add_next_tick_callback`` (the one thread-safe entry into a
+Bokeh document), and ``apply`` sends only what changed: ``patch`` for changed cells (and
+trend lines), a ``data`` swap only when the shape changed (a new category, a new window, a
+reset).
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
-import panel as pn
+from bokeh.core.property.vectorization import field
 from bokeh.document import Document
+from bokeh.events import DocumentReady
 from bokeh.models import (
     BoxAnnotation,
+    Column,
     ColumnDataSource,
     DataTable,
     Div,
     FactorRange,
+    GlyphRenderer,
     HoverTool,
-    InlineStyleSheet,
+    LayoutDOM,
+    Legend,
     LegendItem,
+    MultiLine,
     NumberFormatter,
+    Row,
+    Scatter,
+    StringEditor,
     StringFormatter,
     TableColumn,
+    VBar,
 )
 from bokeh.plotting import figure
+from tornado.ioloop import IOLoop
 
 from jobpulse.dashboard import view_model as vm
 from jobpulse.dashboard.feed import Feed
 from jobpulse.settings import Settings
+
+log = logging.getLogger(__name__)
 
 TITLE = "jobpulse — open job offers"
 
@@ -60,16 +78,23 @@ BANNER_CSS = """
   border-radius: 6px; padding: 10px 14px; font-size: 15px; font-weight: 600; }
 """
 EMPTY_CSS = ".jp-empty { color: #5b6b7b; font-style: italic; padding: 4px 2px; }"
+#: The page's headings, as Panel's Markdown pane used to render them.
+HEADING_CSS = """
+h1, h3 { color: #212529; font-weight: 700; }
+h1 { font-size: 24px; margin: 8.16px 0; }
+h3 { font-size: 14.04px; margin: 7.02px 0; }
+"""
+PAGE_BACKGROUND = "#f6f8fa"
+TEXT_COLOR = "#212529"
+LOADING_HTML = '<span class="jp-empty" data-testid="loading">Loading…</span>'
 
 #: Table headers that would not fit their column.
 SHORT_NAMES = {"North America": "N. America", "South America": "S. America"}
-#: ``None`` is a number not known yet (Redis never read, Kafka not asked): shown as "–".
-COUNT = NumberFormatter(format="0,0", text_align="right", null_format="–")
-BOLD_COUNT = NumberFormatter(format="0,0", text_align="right", font_style="bold", null_format="–")
 #: Every column after the first holds numbers: right-aligned, headers included, whatever
-#: the formatter does with an empty or missing value.
-TABLE_CSS = InlineStyleSheet(
-    css=".slick-cell:not(.l0) { text-align: right; }"
+#: the formatter does with an empty or missing value. (A CSS string, not a stylesheet model:
+#: see :func:`count_formatter` for why no Bokeh model is shared between sessions.)
+TABLE_CSS = (
+    ".slick-cell:not(.l0) { text-align: right; }"
     " .slick-header-column:not(:first-child) .slick-column-name { float: right; }"
 )
 #: Width of one character of the bold 13 px category labels, and the cell padding (px).
@@ -82,15 +107,52 @@ TABLE_HEIGHT = 330
 TABLE_HEADING_HEIGHT = 45
 #: Shading of the newest window while it still fills up.
 FILLING_FILL = "#dde3ea"
+#: A coordinate that is never drawn.
+NAN = float("nan")
 
 
-def _div(css: str, css_class: str, **kwargs: Any) -> Div:
+def count_formatter(*, bold: bool = False) -> NumberFormatter:
+    """A right-aligned count with thousands separators; ``None`` (not known yet) is "–".
+
+    A new one per table: a Bokeh model belongs to one document, and Bokeh wipes every model
+    of a document when its session is discarded (a closed tab), so a model shared between
+    sessions would reach the next pages emptied.
+    """
+    style = "bold" if bold else "normal"
+    return NumberFormatter(format="0,0", text_align="right", font_style=style, null_format="–")
+
+
+def _div(css: str, css_class: str, text: str = "", **kwargs: Any) -> Div:
     return Div(
-        text="",
-        stylesheets=[InlineStyleSheet(css=css)],
+        text=text,
+        stylesheets=[css],
         css_classes=[css_class],
         sizing_mode="stretch_width",
         **kwargs,
+    )
+
+
+def heading(text: str, level: int = 3) -> Div:
+    """A heading (``<h1>`` or ``<h3>``), styled as the page's headings have always been."""
+    return Div(
+        text=f"<h{level}>{html.escape(text)}</h{level}>",
+        stylesheets=[HEADING_CSS],
+        margin=(0, 10),
+        sizing_mode="stretch_width",
+    )
+
+
+def page_shell() -> Column:
+    """A page before its models are built: the title and "Loading…" on the page background.
+
+    Each session's document gets this at once (it costs next to nothing); its
+    :class:`DashboardSession` is built off the IO loop and replaces the note when ready.
+    """
+    return Column(
+        children=[heading(TITLE, level=1), _div(EMPTY_CSS, "jp-loading", text=LOADING_HTML)],
+        sizing_mode="stretch_width",
+        styles={"background": PAGE_BACKGROUND, "padding": "8px", "color": TEXT_COLOR},
+        name="page",
     )
 
 
@@ -108,6 +170,12 @@ class DashboardSession:
         self.cards = _div(CARD_CSS, "jp-headline", name="headline")
         self.empty_note = _div(EMPTY_CSS, "jp-empty-note", name="empty-note")
 
+        # Shared by the columns of this session's tables (a model per column costs page loads;
+        # nothing is edited).
+        self.editor = StringEditor()
+        self.count = count_formatter()
+        self.bold_count = count_formatter(bold=True)
+        self.category_format = StringFormatter(font_style="bold")
         self.table_source = ColumnDataSource(
             vm.table_columns(counts, known=not vm.redis_never_read(snapshot)),
             name="breakdown-source",
@@ -133,8 +201,15 @@ class DashboardSession:
         self.bar_source = ColumnDataSource(vm.stacked_bar_columns(counts), name="bar-source")
         self.bars = self._bar_figure()
 
-        self.trend_source = ColumnDataSource(
-            vm.trend_columns(list(snapshot.windows), self.continents), name="trend-source"
+        # Both trend charts draw from two sources: one line per continent (a row each,
+        # see line_columns) and every point (see dot_columns).
+        self.trend_continents = list(self.continents)
+        trend = vm.trend_columns(list(snapshot.windows), self.trend_continents)
+        self.line_source = ColumnDataSource(
+            line_columns(trend, self.trend_continents), name="trend-lines"
+        )
+        self.dot_source = ColumnDataSource(
+            dot_columns(trend, self.trend_continents), name="trend-dots"
         )
         self.filling_marks: list[tuple[BoxAnnotation, LegendItem]] = []
         self.opened_chart = self._trend_figure("opened", "Offers opened per window")
@@ -143,16 +218,17 @@ class DashboardSession:
         self.partition_source = ColumnDataSource(
             _partition_columns(snapshot, settings), name="partition-source"
         )
+        count, bold_count = self.count, self.bold_count
         self.partition_table = DataTable(
             source=self.partition_source,
             stylesheets=[TABLE_CSS],
             columns=[
-                TableColumn(field="partition", title="Partition", width=70),
-                TableColumn(field="offset", title="Processed offset", formatter=COUNT),
-                TableColumn(field="end", title="End offset (Kafka)", formatter=COUNT),
-                TableColumn(field="lag", title="Lag", formatter=BOLD_COUNT),
-                TableColumn(field="records", title="Records", formatter=COUNT),
-                TableColumn(field="dlq", title="DLQ", formatter=COUNT),
+                self._column("partition", "Partition", width=70),
+                self._column("offset", "Processed offset", formatter=count),
+                self._column("end", "End offset (Kafka)", formatter=count),
+                self._column("lag", "Lag", formatter=bold_count),
+                self._column("records", "Records", formatter=count),
+                self._column("dlq", "DLQ", formatter=count),
             ],
             index_position=None,
             sortable=False,
@@ -166,25 +242,28 @@ class DashboardSession:
         self.apply(snapshot)
 
     # -- layout ------------------------------------------------------------------------
+    def _column(self, field: str, title: str, **options: Any) -> TableColumn:
+        """A table column with this session's (shared, unused) cell editor."""
+        return TableColumn(field=field, title=title, editor=self.editor, **options)
+
     def _table_columns(self) -> list[TableColumn]:
         columns = [
-            TableColumn(
-                field=vm.CATEGORY_COLUMN,
-                title="Category",
+            self._column(
+                vm.CATEGORY_COLUMN,
+                "Category",
                 width=self.category_width,
-                formatter=StringFormatter(font_style="bold"),
+                formatter=self.category_format,
             )
         ]
         columns += [
-            TableColumn(field=c, title=SHORT_NAMES.get(c, c), formatter=COUNT, width=66)
+            self._column(c, SHORT_NAMES.get(c, c), formatter=self.count, width=66)
             for c in self.continents
         ]
-        columns.append(
-            TableColumn(field=vm.TOTAL_COLUMN, title="Total", formatter=BOLD_COUNT, width=70)
-        )
+        columns.append(self._column(vm.TOTAL_COLUMN, "Total", formatter=self.bold_count, width=70))
         return columns
 
     def _bar_figure(self) -> Any:
+        """Open offers per continent, stacked by category, legend on the right."""
         fig = figure(
             x_range=FactorRange(*self.continents),
             # As tall as the table column beside it (heading + table), so no blank band
@@ -197,23 +276,25 @@ class DashboardSession:
             tools="",
             name="bar-chart",
         )
-        fig.vbar(
+        glyph = VBar(
             x="continent",
             bottom="bottom",
             top="top",
             width=0.8,
-            color="color",
-            legend_field="category",
-            source=self.bar_source,
+            fill_color=field("color"),
+            line_color=field("color"),
         )
+        bars = _renderer(fig, self.bar_source, glyph)
         fig.add_tools(HoverTool(tooltips=[("", "@category, @continent: @n{0,0}")]))
         fig.y_range.start = 0
         fig.xgrid.grid_line_color = None
         fig.xaxis.major_label_orientation = 0.5
-        _legend_outside(fig, font_size="11px")
+        # One entry per category (BokehJS groups the rows by their ``category``).
+        _legend_outside(fig, [LegendItem(label=field("category"), renderers=[bars])], "11px")
         return fig
 
     def _trend_figure(self, kind: str, title: str) -> Any:
+        """Offers ``kind`` ("opened" or "closed") per window and continent."""
         fig = figure(
             x_axis_type="datetime",
             height=260,
@@ -223,24 +304,37 @@ class DashboardSession:
             tools="",
             name=f"{kind}-trend",
         )
-        series = []
-        for continent in self.continents:
-            style = {
-                "x": "start",
-                "y": vm.trend_key(kind, continent),
-                "source": self.trend_source,
-                "color": vm.CONTINENT_COLORS.get(continent, vm.UNKNOWN_COLOR),
-                "legend_label": continent,
-            }
-            series.append(fig.line(line_width=2, **style))
-            # A lone window is a point, not an invisible line.
-            series.append(fig.scatter(size=5, **style))
-        # The axes follow the data only (not the filling-window mark below).
-        fig.x_range.renderers = fig.y_range.renderers = series
+        # One renderer per kind of mark, not per continent: each renderer (and its glyph)
+        # costs every page load.
+        lines = _renderer(
+            fig,
+            self.line_source,
+            MultiLine(xs="xs", ys=kind, line_color=field("color"), line_width=2),
+        )
+        # A lone window is a point, not an invisible line.
+        dots = _renderer(
+            fig,
+            self.dot_source,
+            Scatter(
+                x="start",
+                y=kind,
+                marker=field("marker"),
+                size=field("size"),
+                fill_color=field("color"),
+                line_color=field("color"),
+            ),
+        )
+        # Continent ``i``'s legend entry draws row ``i`` of both: its line and a point.
+        items = [
+            LegendItem(label=continent, renderers=[lines, dots], index=index)
+            for index, continent in enumerate(self.trend_continents)
+        ]
+        # The axes follow the data only (not the filling-window mark below, nor the points'
+        # legend rows); the lines go through every point.
+        fig.x_range.renderers = fig.y_range.renderers = [lines]
         # With one window the axis would span microseconds: show ten windows at least.
         fig.x_range.default_span = 10 * self.settings.window_seconds * 1000
         fig.y_range.start = 0
-        _legend_outside(fig, font_size="10px")
         # The newest window is still filling: shade it and say so, so its low point does
         # not read as a drop.
         box = BoxAnnotation(
@@ -251,42 +345,43 @@ class DashboardSession:
             visible=False,
         )
         fig.add_layout(box)
-        # A legend entry explains the shading (annotations have none of their own).
-        # (One NaN point: never drawn on the plot, but the legend has a glyph to show.)
-        nowhere = [float("nan")]
-        swatch = fig.scatter(x=nowhere, y=nowhere, marker="square", size=12, color=FILLING_FILL)
-        item = LegendItem(label="current window, still filling", renderers=[swatch], visible=False)
-        fig.legend[0].items.append(item)
+        # A legend entry explains the shading (annotations have none of their own): it draws
+        # the square that row len(continents) of the points holds (never drawn on the plot).
+        item = LegendItem(
+            label="current window, still filling",
+            renderers=[dots],
+            index=len(self.trend_continents),
+            visible=False,
+        )
+        _legend_outside(fig, [*items, item], "10px")
         self.filling_marks.append((box, item))
         return fig
 
-    def layout(self) -> pn.viewable.Viewable:
-        card = {"sizing_mode": "stretch_width"}
-        return pn.Column(
-            pn.pane.Markdown(f"# {TITLE}", margin=(0, 10)),
-            pn.pane.Bokeh(self.status, **card),
-            pn.pane.Bokeh(self.banner, **card),
-            pn.pane.Bokeh(self.cards, **card),
-            pn.Row(
-                pn.Column(
-                    pn.pane.Markdown("### Open offers: category × continent", margin=(0, 10)),
-                    pn.pane.Bokeh(self.empty_note, **card),
-                    pn.pane.Bokeh(self.table, **card),
-                    sizing_mode="stretch_width",
-                ),
-                pn.pane.Bokeh(self.bars),
+    def children(self, title: Div) -> list[LayoutDOM]:
+        """The page's rows, under ``title``: plain Bokeh layouts (see :func:`page_shell`)."""
+        return [
+            title,
+            self.status,
+            self.banner,
+            self.cards,
+            Row(
+                children=[
+                    Column(
+                        children=[
+                            heading("Open offers: category × continent"),
+                            self.empty_note,
+                            self.table,
+                        ],
+                        sizing_mode="stretch_width",
+                    ),
+                    self.bars,
+                ],
                 sizing_mode="stretch_width",
             ),
-            pn.Row(
-                pn.pane.Bokeh(self.opened_chart, **card),
-                pn.pane.Bokeh(self.closed_chart, **card),
-                sizing_mode="stretch_width",
-            ),
-            pn.pane.Markdown("### Pipeline: offers partitions", margin=(0, 10)),
-            pn.pane.Bokeh(self.partition_table, **card),
-            sizing_mode="stretch_width",
-            styles={"background": "#f6f8fa", "padding": "8px"},
-        )
+            Row(children=[self.opened_chart, self.closed_chart], sizing_mode="stretch_width"),
+            heading("Pipeline: offers partitions"),
+            self.partition_table,
+        ]
 
     # -- updates -----------------------------------------------------------------------
     def apply(self, snapshot: vm.Snapshot) -> None:
@@ -339,17 +434,71 @@ class DashboardSession:
                 item.visible = True
 
     def _apply_trends(self, windows: Sequence[vm.WindowCounts]) -> None:
-        new = vm.trend_columns(list(windows), self.continents)
-        update = vm.series_update(
-            self.trend_source.data, new, key="start", rollover=max(len(new["start"]), 1)
-        )
-        if update.replace is not None:
-            self.trend_source.data = update.replace
-            return
-        if update.patches:
-            self.trend_source.patch(update.patches)
-        if update.stream:
-            self.trend_source.stream(update.stream, rollover=len(new["start"]))
+        """Patch the lines of the continents whose counts changed, and the changed points.
+
+        (A new window changes every line, and the number of points: all of them are sent.)
+        """
+        trend = vm.trend_columns(list(windows), self.trend_continents)
+        _update_source(self.line_source, line_columns(trend, self.trend_continents))
+        dots = dot_columns(trend, self.trend_continents)
+        _update_dots(self.dot_source, dots, legend_rows=len(self.trend_continents) + 1)
+
+
+def line_columns(trend: Mapping[str, Sequence[Any]], continents: Sequence[str]) -> vm.Columns:
+    """The trend charts' lines: a row per continent (``xs`` the window starts, ``opened`` and
+    ``closed`` its counts per window, ``color``), for one ``multi_line`` per chart."""
+    starts = list(trend["start"])
+    return {
+        "xs": [list(starts) for _ in continents],
+        "opened": [list(trend[vm.trend_key("opened", c)]) for c in continents],
+        "closed": [list(trend[vm.trend_key("closed", c)]) for c in continents],
+        "color": [vm.CONTINENT_COLORS.get(c, vm.UNKNOWN_COLOR) for c in continents],
+    }
+
+
+def dot_columns(trend: Mapping[str, Sequence[Any]], continents: Sequence[str]) -> vm.Columns:
+    """The trend charts' points as one long table (``start``, ``opened``, ``closed`` and how
+    each is drawn: ``marker``, ``size``, ``color``), for one scatter per chart instead of one
+    per continent: each renderer and glyph costs every page load.
+
+    The first rows are never drawn (NaN coordinates): they are what the legend entries draw,
+    one per continent (its colour; right before any window exists), then the square of the
+    "current window, still filling" entry. Then one row per continent and window.
+    """
+    colors = [vm.CONTINENT_COLORS.get(c, vm.UNKNOWN_COLOR) for c in continents]
+    legend = len(continents) + 1
+    data: vm.Columns = {
+        "start": [NAN] * legend,
+        "opened": [NAN] * legend,
+        "closed": [NAN] * legend,
+        "marker": ["circle"] * len(continents) + ["square"],
+        "size": [5] * len(continents) + [12],
+        "color": [*colors, FILLING_FILL],
+    }
+    starts = list(trend["start"])
+    for continent, color in zip(continents, colors, strict=True):
+        data["start"] += starts
+        data["marker"] += ["circle"] * len(starts)
+        data["size"] += [5] * len(starts)
+        data["color"] += [color] * len(starts)
+        for kind in ("opened", "closed"):
+            data[kind] += list(trend[vm.trend_key(kind, continent)])
+    return data
+
+
+def _update_dots(source: ColumnDataSource, new: vm.Columns, *, legend_rows: int) -> None:
+    """:func:`_update_source` for :func:`dot_columns`, comparing the rows after the first
+    ``legend_rows`` only (their NaN never equals itself, so they would always be patched)."""
+    old = source.data
+    if not vm.same_shape(old, new):
+        source.data = new
+        return
+    patches = vm.column_patches(
+        {k: list(v[legend_rows:]) for k, v in old.items()},
+        {k: v[legend_rows:] for k, v in new.items()},
+    )
+    if patches:
+        source.patch({k: [(legend_rows + i, v) for i, v in rows] for k, rows in patches.items()})
 
 
 def _category_width(counts: Mapping[str, Mapping[str, int]]) -> int:
@@ -366,13 +515,22 @@ def _partition_columns(snapshot: vm.Snapshot, settings: Settings) -> vm.Columns:
     )
 
 
-def _legend_outside(fig: Any, *, font_size: str) -> None:
-    """Move the figure's legend to the right of the plot area, off the data."""
-    legend = fig.legend[0]
-    legend.label_text_font_size = font_size
-    legend.spacing = 0
-    legend.padding = 4
-    legend.border_line_alpha = 0
+def _renderer(fig: Any, source: ColumnDataSource, glyph: Any) -> GlyphRenderer:
+    """Draw ``glyph`` from ``source`` on ``fig``: one renderer and one glyph model.
+
+    (``figure.line`` and friends also make a selection-dimmed and a muted copy of every
+    glyph; nothing here can be selected or muted, and each copy costs every page load.)
+    """
+    renderer = GlyphRenderer(data_source=source, glyph=glyph)
+    fig.renderers.append(renderer)
+    return renderer
+
+
+def _legend_outside(fig: Any, items: list[LegendItem], font_size: str) -> None:
+    """A legend of ``items`` right of the plot area, off the data."""
+    legend = Legend(
+        items=items, label_text_font_size=font_size, spacing=0, padding=4, border_line_alpha=0
+    )
     fig.add_layout(legend, "right")
 
 
@@ -501,16 +659,173 @@ def _redacted(url: str) -> str:
 
 
 # -- wiring a session to the feed -------------------------------------------------------
-class _SessionLink:
-    """Forwards feed snapshots into one document, coalescing while one is pending."""
+class PageFactory:
+    """Gives each new session's document its page, without holding up the server's IO loop.
 
-    def __init__(self, doc: Document, session: DashboardSession) -> None:
+    Bokeh creates a session's document on the IO loop while answering ``GET /``. Building
+    the few hundred Bokeh models of a page is a tenth of a second of pure Python, so twenty
+    page loads at once kept the loop busy for seconds: ``/healthz`` and the updates of every
+    open page waited behind them. Here the document gets :func:`page_shell` at once. When the
+    browser has shown it (BokehJS's ``document_ready`` event, which comes over the page's
+    websocket, so the models are built in the server process that serves that websocket and
+    never for a page nobody opened), the page's :class:`DashboardSession` is built by the
+    :class:`PageBuilder` thread and attached on the document's own tick.
+    """
+
+    def __init__(self, feed: Feed, settings: Settings) -> None:
+        self.feed = feed
+        self.settings = settings
+        self.builder = PageBuilder()
+
+    def __call__(self, doc: Document) -> None:
+        """Called on the IO loop by Bokeh for every new session: the shell, then the build."""
+        shell = page_shell()
+        doc.title = TITLE
+        doc.add_root(shell)
+        link = SessionLink(doc, shell, self.feed, self.settings, IOLoop.current())
+        doc.on_session_destroyed(link.close)
+        doc.on_event(DocumentReady, partial(link.shown, self.builder))
+
+    def shutdown(self) -> None:
+        """Drop the builds not started yet (the server is stopping)."""
+        self.builder.shutdown()
+
+
+class Turn:
+    """A page's place between "build started" and "attached"; given back once, however."""
+
+    def __init__(self, slots: threading.Semaphore, *, held: bool) -> None:
+        self._slots = slots
+        self._held = held
+        self._lock = threading.Lock()
+
+    def give_back(self) -> None:
+        """Let the builder start the next page (only the first call counts)."""
+        with self._lock:
+            held, self._held = self._held, False
+        if held:
+            self._slots.release()
+
+
+class PageBuilder:
+    """One background thread building pages, each one through to the screen before the next.
+
+    Building a page (here) and attaching and sending it (on the IO loop) take about as long
+    as each other. A thread running ahead would pile finished pages up on the loop, attached
+    back to back with ``/healthz`` waiting behind them; so the next build starts only when
+    the previous page was attached (or dropped, its tab closed): the loop never has more than
+    one page to attach.
+    """
+
+    #: Safety net: start the next build anyway after this long without the turn back.
+    TURN_TIMEOUT_S = 10.0
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobpulse-page")
+        self._slots = threading.Semaphore(1)
+
+    def submit(self, job: Callable[[Turn], None]) -> None:
+        """Run ``job(turn)`` on the builder thread when its turn comes; it gives it back."""
+        self._executor.submit(self._run, job)
+
+    def _run(self, job: Callable[[Turn], None]) -> None:
+        held = self._slots.acquire(timeout=self.TURN_TIMEOUT_S)
+        if not held:
+            log.warning("a dashboard page was not attached within %.0f s", self.TURN_TIMEOUT_S)
+        turn = Turn(self._slots, held=held)
+        try:
+            job(turn)
+        except BaseException:
+            turn.give_back()
+            raise
+
+    def shutdown(self) -> None:
+        """Drop the builds not started yet (the server is stopping)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SessionLink:
+    """One session's page: built off the IO loop, then fed every snapshot on its own tick.
+
+    Other threads never touch the document: they hand callbacks to the IO loop
+    (``IOLoop.add_callback``, thread-safe), which checks that the session is still there and
+    schedules them with ``doc.add_next_tick_callback`` (so they run under the document lock).
+    Feed snapshots are coalesced while one is pending.
+    """
+
+    def __init__(
+        self, doc: Document, shell: Column, feed: Feed, settings: Settings, loop: IOLoop
+    ) -> None:
         self.doc = doc
-        self.session = session
+        self.shell = shell
+        self.feed = feed
+        self.settings = settings
+        self.loop = loop
+        self.session: DashboardSession | None = None
         self._lock = threading.Lock()
         self._pending: vm.Snapshot | None = None
         self._scheduled = False
-        self.unsubscribe: Callable[[], None] = lambda: None
+        self._closed = False
+        self._building = False
+        self._turn: Turn | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
+
+    @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def close(self, session_context: object) -> None:
+        """The session is gone (a closed tab): stop following the feed, drop its build.
+
+        (``session_context`` is the argument Bokeh's session-destroyed callbacks get.)
+        """
+        with self._lock:
+            self._closed = True
+            turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.give_back()
+        self._unsubscribe()
+
+    def shown(self, builder: PageBuilder, event: object) -> None:
+        """The browser shows the shell (on the IO loop): build the page, once."""
+        if not self._building:  # a reconnecting browser shows the document again
+            self._building = True
+            builder.submit(self.build)
+
+    def build(self, turn: Turn) -> None:
+        """On the builder thread: the page's models (in no document yet), then attach them."""
+        with self._lock:
+            if self._closed:
+                turn.give_back()
+                return
+            self._turn = turn
+        snapshot = self.feed.latest
+        try:
+            session = DashboardSession(self.settings, snapshot)
+        except Exception:
+            log.exception("could not build a dashboard page")
+            turn.give_back()
+            self._soon(self._show_failure)
+            return
+        self._soon(partial(self._attach, session, snapshot, turn), dropped=turn.give_back)
+
+    def _attach(self, session: DashboardSession, built_from: vm.Snapshot, turn: Turn) -> None:
+        """On the document's tick: show the page, follow the feed from now on."""
+        try:
+            self.session = session
+            self.shell.children = session.children(self.shell.children[0])
+            self._unsubscribe = self.feed.subscribe(self.offer)
+            latest = self.feed.latest
+            if latest is not built_from:  # it changed while the page was being built
+                session.apply(latest)
+        finally:
+            turn.give_back()
+
+    def _show_failure(self) -> None:
+        note = self.shell.children[-1]
+        if isinstance(note, Div):
+            note.text = '<span class="jp-empty">This page could not be built: see the log.</span>'
 
     def offer(self, snapshot: vm.Snapshot) -> None:
         """Called on the feed thread: remember the newest snapshot, schedule one apply."""
@@ -519,21 +834,25 @@ class _SessionLink:
             if self._scheduled:
                 return
             self._scheduled = True
-        self.doc.add_next_tick_callback(self._flush)
+        self._soon(self._flush)
 
     def _flush(self) -> None:
         with self._lock:
             snapshot, self._pending, self._scheduled = self._pending, None, False
-        if snapshot is not None:
+        if snapshot is not None and self.session is not None:
             self.session.apply(snapshot)
 
+    def _soon(
+        self, callback: Callable[[], None], dropped: Callable[[], None] | None = None
+    ) -> None:
+        """Run ``callback`` on the document's next tick, from any thread; ``dropped()`` if
+        the session is gone by then."""
+        self.loop.add_callback(self._on_loop, callback, dropped)
 
-def build_app(feed: Feed, settings: Settings) -> pn.viewable.Viewable:
-    """The page of one browser session, subscribed to ``feed`` until the session closes."""
-    session = DashboardSession(settings, feed.latest)
-    doc = pn.state.curdoc
-    if doc is not None and doc.session_context is not None:
-        link = _SessionLink(doc, session)
-        link.unsubscribe = feed.subscribe(link.offer)
-        pn.state.on_session_destroyed(lambda _ctx: link.unsubscribe())
-    return session.layout()
+    def _on_loop(self, callback: Callable[[], None], dropped: Callable[[], None] | None) -> None:
+        # On the IO loop, where sessions are discarded: no race with the document's end.
+        if self.closed or self.doc.session_context is None:
+            if dropped is not None:
+                dropped()
+            return
+        self.doc.add_next_tick_callback(callback)

@@ -27,6 +27,15 @@ def dashboard(
         ),
     ] = None,
     show: Annotated[bool, typer.Option("--show/--no-show", help="Open a browser tab.")] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="Server processes sharing the port, each with its own Redis reader "
+            "(one per CPU core serves the most page loads at once).",
+            min=1,
+            max=64,
+        ),
+    ] = 1,
 ) -> None:
     """Serve the live dashboard (and GET /api/breakdown) until Ctrl-C.
 
@@ -38,6 +47,7 @@ def dashboard(
     settings: Settings = ctx.obj.with_overrides(dashboard_host=host, dashboard_port=port)
     server.serve(
         settings,
+        processes=processes,
         show=show,
         on_ready=lambda url: typer.echo(f"dashboard at {url} (API: {url}api/breakdown)"),
     )

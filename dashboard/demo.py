@@ -12,7 +12,6 @@ stops the demo from stopping them.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import IO
 
 import typer
 
-from jobpulse.children import die_with_parent
+from jobpulse import processes
 from jobpulse.settings import Settings, child_env
 
 #: Seconds a child gets to stop after SIGINT (the dataflow snapshots, the producer flushes).
@@ -66,24 +65,18 @@ class Child:
         return "\n".join(f"    {line}" for line in text[-lines:])
 
     def stop(self) -> int | None:
-        """SIGINT, wait up to :data:`STOP_GRACE_S`, then SIGKILL its whole process group."""
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """SIGINT, wait up to :data:`STOP_GRACE_S`, then SIGKILL; then its whole group."""
+        code = processes.stop_child(self.process, signal.SIGINT, STOP_GRACE_S)
         # Bytewax may leave worker processes in the group: make sure none survives.
-        _signal_group(self.process.pid, signal.SIGKILL)
+        processes.signal_group(self.process.pid, signal.SIGKILL)
         self.log_file.close()
-        return self.process.returncode
+        return code
 
 
 def _child_setup() -> None:
     """Before exec: SIGTERM when the demo dies; SIGINT back to its default (a demo started
     in the background inherits an ignored SIGINT, and SIGINT means "stop cleanly")."""
-    die_with_parent(signal.SIGTERM)
+    processes.die_with_parent(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -94,15 +87,11 @@ def _say(text: str, **style: object) -> None:
         typer.secho(text, **style)  # type: ignore[arg-type]
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def run(settings: Settings, *, rate: float, show: bool) -> int:
     """Run the demo until Ctrl-C; return the exit code."""
+    from jobpulse import topics
     from jobpulse.dashboard import server
-    from jobpulse.stack import lifecycle, topics
+    from jobpulse.stack import lifecycle
 
     states, seconds = lifecycle.up(settings)
     started = [s.name for s in states if s.state == lifecycle.STARTED]

@@ -28,6 +28,7 @@ import redis
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from jobpulse import kafka
 from jobpulse.dashboard.view_model import Snapshot, records_rate
 from jobpulse.settings import Settings
 from jobpulse.store import Store, totals
@@ -182,12 +183,8 @@ class Feed:
 
     # -- Kafka -------------------------------------------------------------------------
     def _kafka_loop(self) -> None:
-        admin = AdminClient(
-            self.settings.kafka_client_config(
-                error_cb=lambda _err: None,  # reachability is reported on the page instead
-                log_level=0,
-            )
-        )
+        # Reachability is reported on the page instead of by error callbacks.
+        admin = kafka.admin(self.settings, error_cb=lambda _err: None)
         while not self._stop.is_set():
             try:
                 watermarks = high_watermarks(admin, self.settings.offers_topic, timeout=2.0)

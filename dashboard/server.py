@@ -1,6 +1,7 @@
-"""``jobpulse dashboard``: the Panel app, ``GET /api/breakdown``, ``GET /healthz`` and
-optional basic auth, all on one Tornado server with one shared
-:class:`~jobpulse.dashboard.feed.Feed`.
+"""``jobpulse dashboard``: the page, ``GET /api/breakdown``, ``GET /healthz`` and optional
+basic auth, all on one Tornado server (Panel's, serving the Bokeh page of
+:mod:`jobpulse.dashboard.app`) with one shared :class:`~jobpulse.dashboard.feed.Feed`; or
+on several forked server processes sharing the port, each with its own feed.
 """
 
 from __future__ import annotations
@@ -8,15 +9,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import gc
 import hmac
+import os
+import re
 import secrets
 import signal
 import socket
+import webbrowser
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import psutil
 import redis
 from bokeh.server.auth_provider import AuthProvider
 from tornado.web import RequestHandler
@@ -59,7 +66,11 @@ class BasicAuth(AuthProvider):
         except (binascii.Error, UnicodeDecodeError):
             return False
         user, _, password = decoded.partition(":")
-        return hmac.compare_digest(user, self.user) & hmac.compare_digest(password, self._password)
+        # Bytes, not str: compare_digest refuses str with non-ASCII characters (a TypeError,
+        # an HTTP 500, for a password like "pässwörd").
+        return hmac.compare_digest(user.encode(), self.user.encode()) & hmac.compare_digest(
+            password.encode(), self._password.encode()
+        )
 
     def user_of(self, handler: RequestHandler) -> str | None:
         """The user a request is authenticated as, or ``None``."""
@@ -105,9 +116,31 @@ class LoginHandler(RequestHandler):
         if self.auth.user_of(self) is None:
             challenge(self)
             return
-        target = self.get_argument("next", "/")
-        parts = urlsplit(target)
-        self.redirect(target if not parts.scheme and not parts.netloc else "/")
+        self.redirect(same_origin_path(self.get_argument("next", "/")))
+
+
+#: ASCII control characters (browsers drop tabs and newlines from URLs: "/\t/x" is "//x").
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def same_origin_path(target: str) -> str:
+    """``target`` if it is a plain absolute path on this server, else ``"/"``.
+
+    Browsers read ``//host``, ``/\\host`` and ``\\host`` as another host (a backslash is a
+    slash to them), and drop tabs and newlines first (``/<tab>/host`` is ``//host``). So a
+    redirect target must start with exactly one ``/``, hold no backslash and no control
+    character anywhere, and have no scheme or host as :func:`urllib.parse.urlsplit` reads it.
+    """
+    parts = urlsplit(target)
+    safe = (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not _CONTROL.search(target)
+        and not parts.scheme
+        and not parts.netloc
+    )
+    return target if safe else "/"
 
 
 # -- the JSON API ----------------------------------------------------------------------
@@ -182,21 +215,80 @@ def websocket_origins(host: str, port: int) -> list[str]:
 def serve(
     settings: Settings,
     *,
+    processes: int = 1,
     show: bool = False,
     on_ready: Callable[[str], None] | None = None,
     stop_when: Callable[[], bool] | None = None,
 ) -> None:
-    """Serve the dashboard until Ctrl-C / SIGTERM, or ``stop_when()`` (checked every second)."""
+    """Serve the dashboard until Ctrl-C / SIGTERM, or ``stop_when()`` (checked every second).
+
+    With ``processes`` > 1 this process forks that many server processes and only looks after
+    them (:func:`fork_server_processes`); each one listens on the port (:func:`listen_shared`)
+    with its own feed and page builder.
+    """
     import panel as pn
-    from tornado.ioloop import PeriodicCallback
 
-    from jobpulse.dashboard.app import TITLE, build_app
+    from jobpulse.dashboard.app import TITLE, PageFactory
 
+    if processes > 1 and stop_when is not None:
+        raise ValueError("stop_when needs a single server process")
     host, port = settings.dashboard_host, settings.dashboard_port
     port = port or free_port(host)
     check_port_free(host, port)
+    # Made before any fork: every process accepts the cookie any of them signed.
     auth = BasicAuth(settings.dashboard_auth) if settings.dashboard_auth else None
+    options = server_options(settings, auth, host, port)
+    # Whatever exists now lives as long as the server: out of the garbage collector's way
+    # (Bokeh collects after every closed session) and shared, not copied, by forked processes.
+    gc.collect()
+    gc.freeze()
+    parent = os.getpid()
+    if processes > 1:
+        fork_server_processes(processes)
+    pages: PageFactory | None = None
+
+    def page() -> None:
+        # Bokeh's own app on Panel's server: the page's models go straight into the
+        # session's document (Panel layouts would cost as much again per page load).
+        assert pages is not None, "a session before the server started"
+        pages(pn.state.curdoc)
+
+    server = pn.serve(
+        {"/": page},
+        # Several processes each add their own socket on the port (listen_shared); Bokeh's
+        # own listener then takes any free port on the loopback interface, unused.
+        port=port if processes == 1 else 0,
+        address=host if processes == 1 else "127.0.0.1",
+        show=False,
+        start=False,
+        title=TITLE,
+        verbose=False,
+        **options,
+    )
+    if processes > 1:
+        listen_shared(server, host, port)
     feed = Feed(settings).start()
+    pages = PageFactory(feed, settings)
+    url = f"http://{'localhost' if host in ('0.0.0.0', '', '::') else host}:{port}/"
+    try:
+        run(
+            server,
+            url,
+            parent if processes > 1 else None,
+            show=show,
+            on_ready=on_ready,
+            stop_when=stop_when,
+        )
+    finally:
+        pages.shutdown()
+        feed.stop()
+        server.stop()
+
+
+def server_options(
+    settings: Settings, auth: BasicAuth | None, host: str, port: int
+) -> dict[str, Any]:
+    """``pn.serve`` options: the API and health handlers, websocket origins, auth."""
     options: dict[str, Any] = {
         "extra_patterns": [
             (API_PATH, api_handler(settings, auth)),
@@ -209,20 +301,23 @@ def serve(
     }
     if auth is not None:
         options.update(auth_provider=auth, cookie_secret=secrets.token_hex(32))
+    return options
 
-    def page() -> pn.viewable.Viewable:
-        return build_app(feed, settings)
 
-    server = pn.serve(
-        {"/": page},
-        port=port,
-        address=host,
-        show=False,
-        start=False,
-        title=TITLE,
-        verbose=False,
-        **options,
-    )
+def run(
+    server: Any,
+    url: str,
+    parent: int | None,
+    *,
+    show: bool,
+    on_ready: Callable[[str], None] | None,
+    stop_when: Callable[[], bool] | None,
+) -> None:
+    """Run ``server``'s IO loop until SIGTERM / SIGINT, ``stop_when()``, or (a forked server
+    process, ``parent`` given) until the parent process is gone."""
+    from tornado.ioloop import PeriodicCallback
+    from tornado.process import task_id
+
     loop = server.io_loop
 
     def stop_loop(*_args: object) -> None:
@@ -232,14 +327,51 @@ def serve(
     signal.signal(signal.SIGINT, stop_loop)
     if stop_when is not None:
         PeriodicCallback(lambda: loop.stop() if stop_when() else None, 1000).start()
-    url = f"http://{'localhost' if host in ('0.0.0.0', '', '::') else host}:{server.port}/"
-    if on_ready is not None:
+    if parent is not None:  # killed without passing a signal on, the parent leaves us here
+        PeriodicCallback(lambda: loop.stop() if os.getppid() != parent else None, 1000).start()
+    first = not task_id()  # the only process, or the first forked one
+    if on_ready is not None and first:
         on_ready(url)
-    if show:
-        loop.add_callback(server.show, "/")
-    try:
-        server.start()
-        loop.start()
-    finally:
-        feed.stop()
-        server.stop()
+    if show and first:
+        loop.add_callback(webbrowser.open, url)
+    server.start()
+    loop.start()
+
+
+def fork_server_processes(count: int) -> None:
+    """Fork ``count`` server processes and return in each of them, never in this one.
+
+    This process stays to look after them (tornado's ``fork_processes``): it passes SIGTERM
+    and SIGINT on, restarts one that dies, and exits (status 0) once they all stopped.
+    """
+    from tornado.process import fork_processes
+
+    signal.signal(signal.SIGTERM, forward_to_children)
+    signal.signal(signal.SIGINT, forward_to_children)
+    fork_processes(count)
+
+
+def forward_to_children(signum: int, _frame: object) -> None:
+    """Signal handler of the parent of the server processes: pass the signal on."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            child.send_signal(signum)
+
+
+def listen_shared(server: Any, host: str, port: int) -> None:
+    """Make a (forked) Bokeh server also accept connections on ``host:port``, with
+    ``SO_REUSEPORT``: each server process has its own socket on the port and the kernel
+    spreads new connections evenly over them.
+
+    (One socket shared by all the processes does not spread a burst: the process that wakes
+    first accepts every pending connection, and each page is built by the process that
+    serves its websocket.) Bokeh binds its own socket without that option and keeps its
+    tornado ``HTTPServer`` in ``_http`` (bokeh 3.9, pinned in pyproject.toml).
+    """
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    http_server = getattr(server, "_http", None)
+    if not isinstance(http_server, HTTPServer):
+        raise UsageError("this Bokeh version cannot serve from several processes: --processes 1")
+    http_server.add_sockets(bind_sockets(port, host, reuse_port=True))

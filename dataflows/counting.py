@@ -30,11 +30,6 @@ from .items import CellChange, CellUpdate, StateOutput
 RETENTION_MS = 2 * 3600 * 1000
 
 
-def window_start(event_ms: int, window_ms: int) -> int:
-    """Start (epoch ms) of the tumbling window holding ``event_ms``."""
-    return event_ms - event_ms % window_ms
-
-
 def preaggregate(outputs: list[StateOutput], window_ms: int) -> dict[Cell, CellChange]:
     """Fold the deltas of a batch into one change per cell."""
     nets: dict[Cell, int] = {}

@@ -172,7 +172,6 @@ class RunLease:
             self._thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
             self.store.release_lease(self.value)
-        self.store.client.close()
 
 
 def _parse(value: str) -> dict[str, object]:

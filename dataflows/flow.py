@@ -8,49 +8,38 @@
                                    └─▶ partition counters ───────────────▶ progress ─┴─▶ Redis
 
 Every step works on chunks (one per Kafka partition per poll, regrouped per state shard after
-enrichment), never per offer. The steps' logic is in pure modules (:mod:`.open_offers`,
-:mod:`.counting`, :mod:`.geocoding`); this module wires them, so tests build the same flow
-with testing sources and sinks.
+enrichment), never per offer. The steps are in :mod:`.steps`, their logic in pure modules
+(:mod:`.open_offers`, :mod:`.counting`, :mod:`.geocoding`); this module only wires them, and
+takes its I/O as arguments, so tests build the same flow with testing sources and sinks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
-import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from jobpulse.delta import Action, Cell, event_id
-from jobpulse.offer import UNKNOWN, InvalidOffer, Op, format_rfc3339, parse_offer
 from jobpulse.settings import Settings
-from jobpulse.store import PartitionProgress
 
-from . import geocoding
-from .counting import CellCounter, preaggregate
-from .dlq import dlq_headers
-from .items import (
-    DELETE,
-    REJECTED,
-    UPSERT,
-    CellChange,
-    CellUpdate,
-    DlqBatch,
-    EnrichedChunk,
-    OutMessage,
-    ParsedChunk,
-    RawChunk,
-    Record,
-    StateOutput,
+from .items import OutMessage, RawChunk
+from .steps import (
+    CellCountLogic,
+    DeltaSerializer,
+    Enricher,
+    OpenOffersLogic,
+    Parser,
+    Preaggregator,
+    ProgressLogic,
+    dlq_messages,
+    is_dlq_batch,
+    late_counts,
+    partition_counts,
 )
-from .open_offers import ShardState, shard_of
-from .professions import category_of
 
 FLOW_ID = "jobpulse"
 
@@ -81,8 +70,8 @@ def build_flow(
 
     raw = op.input("offers", flow, source)
     parsed = op.flat_map_batch("parse", raw, Parser(settings.offers_topic))
-    split = op.branch("split_rejected", parsed, _is_dlq_batch)
-    op.output("dlq", op.map("dlq_messages", split.trues, _dlq_messages), sinks.dlq)
+    split = op.branch("split_rejected", parsed, is_dlq_batch)
+    op.output("dlq", op.map("dlq_messages", split.trues, dlq_messages), sinks.dlq)
 
     enriched = op.flat_map_batch("enrich", split.falses, Enricher(professions))
     offers_state = op.stateful_batch(
@@ -102,333 +91,10 @@ def build_flow(
 
     progress_in = op.merge(
         "progress_inputs",
-        op.flat_map_batch("partition_counts", offers_state, _partition_counts),
-        op.flat_map_batch("late_deltas", cell_counts, _late_counts),
+        op.flat_map_batch("partition_counts", offers_state, partition_counts),
+        op.flat_map_batch("late_deltas", cell_counts, late_counts),
     )
     progress = op.stateful_batch("progress", progress_in, ProgressLogic.builder(refresh))
 
     op.output("redis", op.merge("redis_updates", cell_counts, progress), sinks.redis)
     return flow
-
-
-# -- parse -------------------------------------------------------------------------------
-
-
-def _is_dlq_batch(item: Any) -> bool:
-    return isinstance(item, DlqBatch)
-
-
-def _dlq_messages(batch: DlqBatch) -> list[OutMessage]:
-    return batch.messages
-
-
-#: A ``published_at`` further than this after the record's own timestamp is not trusted as
-#: event time (the record timestamp is used): one far-future date would otherwise make its
-#: cell's newest window jump ahead and every later delta of that cell late.
-MAX_EVENT_AHEAD_MS = 3600 * 1000
-
-
-class Parser:
-    """Raw chunks → parsed chunks (rejected records kept as markers) + one DLQ batch.
-
-    Event time: ``published_at``, else (or if it is more than :data:`MAX_EVENT_AHEAD_MS` after
-    the record's order time) the record's order time (its timestamp, never below an earlier
-    record's of the same partition).
-    """
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-
-    def __call__(self, chunks: list[RawChunk]) -> list[ParsedChunk | DlqBatch]:
-        out: list[ParsedChunk | DlqBatch] = []
-        rejected: list[OutMessage] = []
-        for partition, raw_records in chunks:
-            records: list[tuple[int, int, int, Any, bytes | None]] = []
-            for offset, order_ms, key, value, headers in raw_records:
-                try:
-                    offer = parse_offer(key, value)
-                except InvalidOffer as error:
-                    rejected.append(
-                        (key, value, dlq_headers(self.topic, partition, offset, error, headers))
-                    )
-                    records.append((offset, order_ms, order_ms, None, key))
-                    continue
-                event_ms = offer.published_at_ms
-                if event_ms is None or event_ms > order_ms + MAX_EVENT_AHEAD_MS:
-                    event_ms = order_ms
-                records.append((offset, order_ms, event_ms, offer, key))
-            out.append(ParsedChunk(partition, records))
-        if rejected:
-            out.append(DlqBatch(rejected))
-        return out
-
-
-# -- enrich ------------------------------------------------------------------------------
-
-
-class Enricher:
-    """Parsed chunks → ``("<shard>", EnrichedChunk)``, geocoding in one query per batch.
-
-    Records are regrouped by the shard of their offer id (from the value; a rejected record
-    goes to the shard of its key), keeping each partition's records in offset order.
-    """
-
-    #: Interned cells, so the records of a batch share one tuple per cell.
-    MAX_INTERNED = 100_000
-
-    def __init__(self, professions: dict[int, str]) -> None:
-        self.professions = professions
-        self.cells: dict[Cell, Cell] = {}
-
-    def __call__(self, chunks: list[ParsedChunk]) -> list[tuple[str, EnrichedChunk]]:
-        coordinates = [
-            (offer.latitude, offer.longitude)
-            for chunk in chunks
-            for _, _, _, offer, _ in chunk.records
-            if offer is not None and offer.op is Op.UPSERT and offer.latitude is not None
-        ]
-        continents = iter(geocoding.continents(coordinates))
-        professions = self.professions
-        shards: dict[int, list[Record]] = {}
-        for partition, parsed in chunks:
-            for offset, order_ms, event_ms, offer, key in parsed:
-                if offer is None:
-                    record: Record = (partition, offset, order_ms, event_ms, None, REJECTED, None)
-                    shard = shard_of(key)
-                elif offer.op is Op.DELETE:
-                    record = (partition, offset, order_ms, event_ms, offer.id, DELETE, None)
-                    shard = shard_of(offer.id.encode())
-                else:
-                    continent = next(continents) if offer.latitude is not None else UNKNOWN
-                    category = category_of(offer.category, offer.profession_id, professions)
-                    cell = self._intern(category, continent)
-                    record = (partition, offset, order_ms, event_ms, offer.id, UPSERT, cell)
-                    shard = shard_of(offer.id.encode())
-                records = shards.get(shard)
-                if records is None:
-                    records = shards[shard] = []
-                records.append(record)
-        return [(str(shard), EnrichedChunk(shard, records)) for shard, records in shards.items()]
-
-    def _intern(self, category: str, continent: str) -> Cell:
-        # A plain tuple finds the equal Cell key without building a Cell first.
-        shared = self.cells.get((category, continent))  # type: ignore[call-overload]
-        if shared is not None:
-            return shared
-        cell = Cell(category, continent)
-        if len(self.cells) < self.MAX_INTERNED:
-            self.cells[cell] = cell
-        return cell
-
-
-# -- per-offer state ---------------------------------------------------------------------
-
-
-class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
-    """Keyed by the offer-id shard: that shard's offers (see :mod:`.open_offers`)."""
-
-    def __init__(self, state: ShardState, tombstone_ms: int, partitions: int) -> None:
-        self.state = state
-        self.tombstone_ms = tombstone_ms
-        self.partitions = partitions
-
-    @classmethod
-    def builder(cls, tombstone_ms: int, partitions: int) -> Any:
-        def build(resume: Any | None) -> OpenOffersLogic:
-            return cls(ShardState.restore(resume), tombstone_ms, partitions)
-
-        return build
-
-    def on_batch(self, values: list[EnrichedChunk]) -> tuple[Iterable[StateOutput], bool]:
-        rule = (self.tombstone_ms, self.partitions)
-        if len(values) == 1:
-            deltas, counts = self.state.apply(values[0].records, *rule)
-            return [StateOutput(deltas, counts)], StatefulBatchLogic.RETAIN
-        deltas, counts = [], {}
-        for chunk in values:
-            chunk_deltas, chunk_counts = self.state.apply(chunk.records, *rule)
-            deltas.extend(chunk_deltas)
-            _add_counts(counts, chunk_counts)
-        return [StateOutput(deltas, counts)], StatefulBatchLogic.RETAIN
-
-    def snapshot(self) -> Any:
-        return self.state.snapshot()
-
-
-def _add_counts(total: dict[int, PartitionProgress], more: dict[int, PartitionProgress]) -> None:
-    for partition, counts in more.items():
-        seen = total.get(partition)
-        total[partition] = counts if seen is None else seen.plus(counts)
-
-
-class DeltaSerializer:
-    """State outputs → one list of deltas-topic messages (key offer id, JSON Delta).
-
-    Builds the same bytes as :meth:`jobpulse.delta.Delta.to_json` (a test holds them equal)
-    without a Delta object per message, and formats each event-time second once. The action
-    names and the event id come from :mod:`jobpulse.delta`, the owner of the format.
-    """
-
-    #: The action values, looked up once instead of per delta.
-    INCREMENT = Action.INCREMENT.value
-    DECREMENT = Action.DECREMENT.value
-
-    def __init__(self, settings: Settings) -> None:
-        self.topic = settings.offers_topic
-        self.seconds: dict[int, str] = {}
-
-    def __call__(self, items: list[tuple[str, StateOutput]]) -> list[list[OutMessage]]:
-        messages: list[OutMessage] = []
-        append = messages.append
-        dumps = orjson.dumps
-        topic = self.topic
-        increment, decrement = self.INCREMENT, self.DECREMENT
-        for _, output in items:
-            for sign, cell, offer_id, partition, offset, index, event_ms in output.deltas:
-                body = {
-                    "action": increment if sign > 0 else decrement,
-                    "category": cell[0],
-                    "continent": cell[1],
-                    "offer_id": offer_id,
-                    "event_id": event_id(topic, partition, offset, index),
-                    "ts": self.timestamp(event_ms),
-                }
-                append((offer_id.encode(), dumps(body), None))
-        return [messages] if messages else []
-
-    def timestamp(self, event_ms: int) -> str:
-        """:func:`jobpulse.offer.format_rfc3339`, memoised per second."""
-        seconds, millis = divmod(event_ms, 1000)
-        text = self.seconds.get(seconds)
-        if text is None:
-            if len(self.seconds) > 100_000:
-                self.seconds.clear()
-            text = self.seconds[seconds] = format_rfc3339(seconds * 1000)[:-5]
-        return f"{text}.{millis:03d}Z"
-
-
-# -- counting ----------------------------------------------------------------------------
-
-
-def cell_key(cell: Cell) -> str:
-    """The stateful key of a cell (unit separator: cannot clash for any names)."""
-    return f"{cell.category}\x1f{cell.continent}"
-
-
-class Preaggregator:
-    """State outputs of a batch → one ``(cell key, (cell, CellChange))`` per touched cell."""
-
-    def __init__(self, window_ms: int) -> None:
-        self.window_ms = window_ms
-
-    def __call__(self, items: list[tuple[str, StateOutput]]) -> list[tuple[str, Any]]:
-        changes = preaggregate([output for _, output in items], self.window_ms)
-        return [(cell_key(cell), (cell, change)) for cell, change in changes.items()]
-
-
-class Refresh:
-    """When a logic re-emits its whole absolute state: every ``interval`` of wall time.
-
-    The dataflow owns the Redis view, so keys deleted or changed there by anyone come back
-    within one interval (and a restarted run rewrites everything it holds).
-    """
-
-    def __init__(self, interval: timedelta) -> None:
-        self.interval = interval
-        self.due = datetime.now(UTC) + interval
-
-    def fired(self) -> None:
-        self.due = datetime.now(UTC) + self.interval
-
-
-class CellCountLogic(StatefulBatchLogic[tuple[Cell, CellChange], CellUpdate, Any]):
-    """Keyed by cell: absolute open-offer count and retained windows."""
-
-    def __init__(
-        self, cell: Cell | None, counter: CellCounter, window_ms: int, refresh: timedelta
-    ) -> None:
-        self.cell = cell
-        self.counter = counter
-        self.window_ms = window_ms
-        self.refresh = Refresh(refresh)
-
-    @classmethod
-    def builder(cls, window_ms: int, refresh: timedelta) -> Any:
-        def build(resume: Any | None) -> CellCountLogic:
-            if resume is None:
-                return cls(None, CellCounter(), window_ms, refresh)
-            cell, counter = resume
-            restored = CellCounter.restore(counter)
-            return cls(Cell(*cell) if cell else None, restored, window_ms, refresh)
-
-        return build
-
-    def on_batch(self, values: list[tuple[Cell, CellChange]]) -> tuple[Iterable[CellUpdate], bool]:
-        self.cell = values[0][0]
-        update = self.counter.apply(self.cell, [change for _, change in values], self.window_ms)
-        return [update], StatefulBatchLogic.RETAIN
-
-    def on_notify(self) -> tuple[Iterable[CellUpdate], bool]:
-        self.refresh.fired()
-        if self.cell is None:
-            return [], StatefulBatchLogic.RETAIN
-        return [self.counter.current(self.cell)], StatefulBatchLogic.RETAIN
-
-    def notify_at(self) -> datetime | None:
-        return self.refresh.due
-
-    def snapshot(self) -> Any:
-        return (tuple(self.cell) if self.cell else None, self.counter.snapshot())
-
-
-# -- progress ----------------------------------------------------------------------------
-
-
-def _partition_counts(
-    items: list[tuple[str, StateOutput]],
-) -> list[tuple[str, PartitionProgress]]:
-    """The shards' counter increments of a batch, summed per offers partition on this worker
-    (a handful of items per batch however many shards it touched)."""
-    total: dict[int, PartitionProgress] = {}
-    for _, output in items:
-        _add_counts(total, output.counts)
-    return [(str(partition), counts) for partition, counts in total.items()]
-
-
-def _late_counts(items: list[tuple[str, CellUpdate]]) -> list[tuple[str, PartitionProgress]]:
-    return [
-        (str(partition), PartitionProgress(late=n))
-        for _, update in items
-        for partition, n in update.late.items()
-        if n
-    ]
-
-
-class ProgressLogic(StatefulBatchLogic[PartitionProgress, PartitionProgress, Any]):
-    """Keyed by offers partition: its counters, summed from the increments of every shard."""
-
-    def __init__(self, total: PartitionProgress, refresh: timedelta) -> None:
-        self.total = total
-        self.refresh = Refresh(refresh)
-
-    @classmethod
-    def builder(cls, refresh: timedelta) -> Any:
-        def build(resume: Any | None) -> ProgressLogic:
-            return cls(resume or PartitionProgress(), refresh)
-
-        return build
-
-    def on_batch(self, values: list[PartitionProgress]) -> tuple[Iterable[PartitionProgress], bool]:
-        for counts in values:
-            self.total = self.total.plus(counts)
-        return [self.total], StatefulBatchLogic.RETAIN
-
-    def on_notify(self) -> tuple[Iterable[PartitionProgress], bool]:
-        self.refresh.fired()
-        return [self.total], StatefulBatchLogic.RETAIN
-
-    def notify_at(self) -> datetime | None:
-        return self.refresh.due
-
-    def snapshot(self) -> Any:
-        return self.total

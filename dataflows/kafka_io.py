@@ -25,22 +25,18 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
+from jobpulse import kafka
 from jobpulse.settings import Settings
 
 from .items import OutMessage, RawChunk, RawRecord
 from .outage import Outage
 
+#: librdkafka's own log is silenced (:data:`jobpulse.kafka.QUIET`); the dataflow reports what
+#: matters, once per state change (:class:`_ReadHealth`).
 log = logging.getLogger("jobpulse.dataflow.kafka")
-
-#: librdkafka logs every refused connection itself (thousands of lines in a broker restart);
-#: the dataflow reports what matters, once per state change (:class:`_ReadHealth`).
-_QUIET = logging.getLogger("jobpulse.dataflow.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 
 class _ReadHealth:
@@ -93,19 +89,22 @@ IDLE_POLL = timedelta(milliseconds=20)
 DEFAULT_BATCH_SIZE = 2000
 
 
-def _consumer_config(settings: Settings, *, stop_at_end: bool) -> dict[str, Any]:
-    return settings.kafka_client_config(
-        **{
+#: Tuning of the offers readers (pass-through settings override it).
+CONSUMER_TUNABLES: dict[str, Any] = {"fetch.wait.max.ms": 100, "queued.min.messages": 20000}
+
+
+def _consumer(settings: Settings, *, stop_at_end: bool) -> Consumer:
+    return kafka.consumer(
+        settings,
+        required={
             # Offsets are tracked by the recovery store, not by a consumer group.
             "group.id": "jobpulse-dataflow",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": stop_at_end,
             "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100,
-            "queued.min.messages": 20000,
-            "logger": _QUIET,
-        }
+        },
+        tunables=CONSUMER_TUNABLES,
     )
 
 
@@ -138,7 +137,7 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
         self._end = end_offset
         self._batch_size = batch_size
         self._awake: datetime | None = None
-        self._consumer = Consumer(_consumer_config(settings, stop_at_end=end_offset is not None))
+        self._consumer = _consumer(settings, stop_at_end=end_offset is not None)
         start = next_offset if next_offset > 0 else OFFSET_BEGINNING
         self._consumer.assign([TopicPartition(settings.offers_topic, partition, start)])
 
@@ -234,7 +233,7 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
 
 def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
     """The high watermark of every offers partition, now (what ``--once`` reads up to)."""
-    consumer = Consumer(_consumer_config(settings, stop_at_end=False))
+    consumer = _consumer(settings, stop_at_end=False)
     try:
         metadata = consumer.list_topics(settings.offers_topic, timeout=timeout)
         partitions = sorted(metadata.topics[settings.offers_topic].partitions)
@@ -272,7 +271,7 @@ class PartitionWatch:
         self._thread.join(timeout=5)
 
     def _watch(self) -> None:
-        consumer = Consumer(_consumer_config(self._settings, stop_at_end=False))
+        consumer = _consumer(self._settings, stop_at_end=False)
         topic = self._settings.offers_topic
         try:
             while not self._stopped.wait(self._settings.partition_check_seconds):
@@ -298,19 +297,21 @@ class PartitionWatch:
             consumer.close()
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
-    return settings.kafka_client_config(
-        **{
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 20,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-            # librdkafka retries a write until this; the sink waits as long (an outage).
-            "message.timeout.ms": settings.outage_limit_seconds * 1000,
-            "logger": _QUIET,
-        }
-    )
+#: Tuning of the sinks' producers (pass-through settings override it).
+PRODUCER_TUNABLES: dict[str, Any] = {
+    "linger.ms": 20,
+    "compression.type": "lz4",
+    "queue.buffering.max.messages": 500_000,
+}
+
+
+def _producer_guarantees(settings: Settings) -> dict[str, Any]:
+    """What the sinks depend on: no write lost or duplicated, retried through an outage."""
+    return {
+        **kafka.IDEMPOTENT,
+        # librdkafka retries a write until this; the sink waits as long (an outage).
+        "message.timeout.ms": settings.outage_limit_seconds * 1000,
+    }
 
 
 #: Builds a bounded replacement for a message too large for Kafka (see :func:`.dlq.stand_in`).
@@ -327,7 +328,12 @@ class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
         self._outage = Outage(f"Kafka (writing to {topic})", settings.outage_limit_seconds)
         self._failures: list[str] = []
         self._refused: list[OutMessage] = []
-        self._producer = Producer({**producer_config(settings), "on_delivery": self._delivered})
+        self._producer = kafka.producer(
+            settings,
+            required=_producer_guarantees(settings),
+            tunables=PRODUCER_TUNABLES,
+            on_delivery=self._delivered,
+        )
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
@@ -360,13 +366,11 @@ class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
         key, value, headers = message
         while True:
             try:
-                self._producer.produce(self._topic, value, key, headers=headers)
+                kafka.produce(self._producer, self._topic, value, key, headers)
                 return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain
             except KafkaException as exc:
-                error = exc.args[0]
-                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE or self._too_large is None:
+                too_large = kafka.error_code(exc) == KafkaError.MSG_SIZE_TOO_LARGE
+                if not too_large or self._too_large is None:
                     raise
                 key, value, headers = self._too_large(key, value, headers)
 

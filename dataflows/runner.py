@@ -37,9 +37,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import orjson
+import redis
 
-from jobpulse.children import die_with_parent
-from jobpulse.errors import JobpulseError, ServiceUnavailable, UsageError
+from jobpulse import processes
+from jobpulse.errors import JobpulseError, UsageError
 from jobpulse.offer import UNKNOWN
 from jobpulse.settings import Settings, child_env
 from jobpulse.store import PartitionProgress, Store, totals
@@ -113,25 +114,25 @@ def run(settings: Settings, options: RunOptions) -> None:
             "category %s",
             UNKNOWN,
         )
-    offers_partitions = preflight(settings)
-    recovery_dir = options.recovery_dir or default_recovery_dir(settings)
-    with _exclusive(settings, options, recovery_dir) as lease:
-        _run_exclusively(settings, options, recovery_dir, offers_partitions, professions, lease)
+    store = Store.connect(settings)  # the one Redis client of this process (not the sinks')
+    try:
+        offers_partitions = preflight(settings)
+        recovery_dir = options.recovery_dir or default_recovery_dir(settings)
+        with _exclusive(store, options, recovery_dir) as lease:
+            _run_exclusively(
+                settings, store, options, recovery_dir, offers_partitions, professions, lease
+            )
+    finally:
+        store.client.close()
 
 
 @contextlib.contextmanager
-def _exclusive(
-    settings: Settings, options: RunOptions, recovery_dir: Path
-) -> Iterator[RunLease | None]:
+def _exclusive(store: Store, options: RunOptions, recovery_dir: Path) -> Iterator[RunLease | None]:
     """Hold the recovery store's lock (a launching process) and the Redis prefix's lease
     (the process that speaks for the run) for the whole run; see :mod:`.exclusive`."""
     lock = RecoveryLock.acquire(recovery_dir) if options.addresses is None else None
     try:
-        lease = (
-            RunLease.acquire(Store.connect(settings), recovery_dir)
-            if options.speaks_for_run
-            else None
-        )
+        lease = RunLease.acquire(store, recovery_dir) if options.speaks_for_run else None
         try:
             yield lease
         finally:
@@ -139,7 +140,7 @@ def _exclusive(
                 lease.release()
         if lease is not None and lease.lost.is_set():
             raise JobpulseError(
-                f"stopped: another jobpulse run took the Redis lease of {settings.redis_prefix!r}"
+                f"stopped: another jobpulse run took the Redis lease of {store.keys.prefix!r}"
             )
     finally:
         if lock is not None:
@@ -148,6 +149,7 @@ def _exclusive(
 
 def _run_exclusively(
     settings: Settings,
+    store: Store,
     options: RunOptions,
     recovery_dir: Path,
     offers_partitions: list[int],
@@ -157,7 +159,7 @@ def _run_exclusively(
     new_store = ensure_recovery_dir(
         recovery_dir,
         settings.partitions,
-        before_init=lambda: claim_prefix(settings, recovery_dir, recount=options.recount),
+        before_init=lambda: claim_prefix(store, recovery_dir, recount=options.recount),
     )
     if options.recount and not new_store and options.addresses is None:
         # (A cluster member may find the store another member just made: not an error.)
@@ -176,9 +178,9 @@ def _run_exclusively(
         from . import geocoding
 
         geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
-    before = _progress(settings)
+    before = _progress(store)
     started = time.monotonic()
-    _STOP_REQUESTED.clear()
+    processes.STOP_REQUESTED.clear()
     while True:
         try:
             if options.processes > 1 and options.addresses is None:
@@ -193,15 +195,15 @@ def _run_exclusively(
         except OffersTopicGrew as grew:
             if options.addresses is not None or options.launched:
                 raise  # a cluster member: its supervisor restarts it (the launcher, k8s)
-            if _STOP_REQUESTED.is_set():
+            if processes.STOP_REQUESTED.is_set():
                 break  # Ctrl-C/SIGTERM came too: stop, the next start reads every partition
             log.warning("%s: restarting now", str(grew).split(":")[0])
             with _graceful_stop(lambda: None, announce=False):  # a signal here still stops
                 offers_partitions = preflight(settings)
-            if _STOP_REQUESTED.is_set():
+            if processes.STOP_REQUESTED.is_set():
                 break
     if not options.launched:
-        _print_summary(settings, before, time.monotonic() - started, once=options.once)
+        _print_summary(store, before, time.monotonic() - started, once=options.once)
 
 
 def _check_options(settings: Settings, options: RunOptions) -> None:
@@ -226,10 +228,9 @@ def _check_options(settings: Settings, options: RunOptions) -> None:
 
 
 def preflight(settings: Settings) -> list[int]:
-    """Kafka, Redis and the three topics are there; return the offers partitions."""
-    from jobpulse.stack.topics import project_topics, topic_partitions
+    """Kafka and the three topics are there; return the offers partitions."""
+    from jobpulse.topics import project_topics, topic_partitions
 
-    Store.connect(settings).client.close()
     existing = topic_partitions(settings, project_topics(settings))
     missing = [t for t in project_topics(settings) if t not in existing]
     if missing:
@@ -277,7 +278,7 @@ def ensure_recovery_dir(
         raise UsageError(f"cannot use the recovery directory {path}: {exc}") from None
 
 
-def claim_prefix(settings: Settings, recovery_dir: Path, *, recount: bool) -> None:
+def claim_prefix(store: Store, recovery_dir: Path, *, recount: bool) -> None:
     """Before a new recovery store starts counting from offset 0 into the Redis prefix.
 
     A fresh prefix is simply used. A prefix that already holds counts was written by another
@@ -285,12 +286,11 @@ def claim_prefix(settings: Settings, recovery_dir: Path, *, recount: bool) -> No
     replacing those counts must be asked for with ``recount``, then the old keys go (a cell
     the recount never touches would otherwise stay stale).
     """
-    store = Store.connect(settings)
     if store.breakdown().version == 0:  # nothing was ever written under this prefix
         return
     if not recount:
         raise UsageError(
-            f"Redis prefix {settings.redis_prefix!r} already holds jobpulse counts, but the "
+            f"Redis prefix {store.keys.prefix!r} already holds jobpulse counts, but the "
             f"recovery store {recovery_dir.resolve()} is new: point --recovery-dir at the "
             "store that wrote them, or pass --recount to replace them (recount from offset 0)"
         )
@@ -298,7 +298,7 @@ def claim_prefix(settings: Settings, recovery_dir: Path, *, recount: bool) -> No
     log.warning(
         "--recount: removed %d Redis keys under %s:* before recounting from offset 0",
         removed,
-        settings.redis_prefix,
+        store.keys.prefix,
     )
 
 
@@ -408,7 +408,7 @@ def _child_setup() -> None:
     """In a cluster child before exec: die with the parent (PR_SET_PDEATHSIG), and ignore
     Ctrl-C/SIGTERM until its own handlers are set (a stop signal during its start-up would
     otherwise kill it; the launcher repeats SIGTERM until every child has stopped)."""
-    die_with_parent(signal.SIGKILL)
+    processes.die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -505,61 +505,35 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
     _signal_all(children, signal.SIGTERM)
     deadline = time.monotonic() + 15
     for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        processes.stop_child(child, signal.SIGTERM, max(0.1, deadline - time.monotonic()))
 
 
-#: Set by the first Ctrl-C/SIGTERM of a run: a restart (the offers topic grew) must not
-#: undo a stop the user asked for.
-_STOP_REQUESTED = threading.Event()
+def _graceful_stop(
+    on_first: Callable[[], None], *, announce: bool = True
+) -> contextlib.AbstractContextManager[None]:
+    """:func:`jobpulse.processes.stop_signals`, announced once per process (at INFO, or at
+    DEBUG for a local cluster's children: their launcher speaks for the run)."""
 
+    def say() -> None:
+        log.log(
+            logging.INFO if announce else logging.DEBUG,
+            "stopping: finishing the batches in flight (Ctrl-C again to abort)",
+        )
 
-@contextlib.contextmanager
-def _graceful_stop(on_first: Callable[[], None], *, announce: bool = True) -> Iterator[None]:
-    """First Ctrl-C/SIGTERM: ``on_first()`` and keep going; a second Ctrl-C interrupts.
-
-    ``announce``: log the stop at INFO (else DEBUG), once per process however many signals.
-    """
-    requested = False
-
-    def handle(signum: int, _frame: object) -> None:
-        nonlocal requested
-        if requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if not requested:
-            requested = True
-            _STOP_REQUESTED.set()
-            log.log(
-                logging.INFO if announce else logging.DEBUG,
-                "stopping: finishing the batches in flight (Ctrl-C again to abort)",
-            )
-            on_first()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return processes.stop_signals(on_first, say, interrupt_on_second=True)
 
 
 # -- summary -------------------------------------------------------------------------------
 
 
-def _progress(settings: Settings) -> PartitionProgress:
+def _progress(store: Store) -> PartitionProgress:
     try:
-        return totals(Store.connect(settings).partitions().values())
-    except ServiceUnavailable:
+        return totals(store.partitions().values())
+    except redis.RedisError:
         return PartitionProgress()
 
 
-def _print_summary(
-    settings: Settings, before: PartitionProgress, seconds: float, *, once: bool
-) -> None:
-    store = Store.connect(settings)
+def _print_summary(store: Store, before: PartitionProgress, seconds: float, *, once: bool) -> None:
     now = totals(store.partitions().values())
     records = now.records - before.records
     print(

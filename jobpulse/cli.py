@@ -6,11 +6,12 @@ imports (bytewax, panel) happen inside the commands so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import inspect
 import sys
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic.fields import FieldInfo
 
 from jobpulse import settings as settings_module
 from jobpulse.dashboard import cli as dashboard_cli
@@ -28,37 +29,34 @@ app = typer.Typer(
 )
 
 
-def _opt(env: str, help_text: str) -> typer.models.OptionInfo:
-    return typer.Option(help=f"{help_text} (env JOBPULSE_{env})", show_default=False)
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
-@app.callback()
-def global_options(
-    ctx: typer.Context,
-    kafka_bootstrap: Annotated[str | None, _opt("KAFKA_BOOTSTRAP", "Kafka brokers.")] = None,
-    redis_url: Annotated[str | None, _opt("REDIS_URL", "Redis URL.")] = None,
-    offers_topic: Annotated[str | None, _opt("OFFERS_TOPIC", "Offers topic (topic1).")] = None,
-    deltas_topic: Annotated[str | None, _opt("DELTAS_TOPIC", "Deltas topic (topic2).")] = None,
-    dlq_topic: Annotated[str | None, _opt("DLQ_TOPIC", "Dead-letter topic.")] = None,
-    partitions: Annotated[int | None, _opt("PARTITIONS", "Partitions per topic.")] = None,
-    redis_prefix: Annotated[str | None, _opt("REDIS_PREFIX", "Redis key prefix.")] = None,
-    state_dir: Annotated[Path | None, _opt("STATE_DIR", "Local data, logs, pids.")] = None,
-    professions: Annotated[Path | None, _opt("PROFESSIONS", "Professions CSV.")] = None,
-    window_seconds: Annotated[int | None, _opt("WINDOW_SECONDS", "Window length, s.")] = None,
-) -> None:
-    """Settings come from JOBPULSE_* environment variables; these flags override them."""
-    ctx.obj = settings_module.load(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        offers_topic=offers_topic,
-        deltas_topic=deltas_topic,
-        dlq_topic=dlq_topic,
-        partitions=partitions,
-        redis_prefix=redis_prefix,
-        state_dir=state_dir,
-        professions=professions,
-        window_seconds=window_seconds,
+def _opt(name: str, field: FieldInfo) -> inspect.Parameter:
+    """The global flag of setting ``name`` (``--name-with-dashes``, default ``None``: not
+    given), its help the field's description."""
+    option = typer.Option(
+        help=f"{field.description} (env {settings_module.env_var(name)})", show_default=False
     )
+    flag_type = Annotated[field.annotation | None, option]
+    return inspect.Parameter(name, _KEYWORD, default=None, annotation=flag_type)
+
+
+def global_options(ctx: typer.Context, **flags: Any) -> None:
+    """Settings come from JOBPULSE_* environment variables; these flags override them."""
+    ctx.obj = settings_module.load(**flags)
+
+
+# The flags are not listed here: each field of Settings marked CLI_FLAG is one, its name, type
+# and help written once, in jobpulse/settings.py. Typer reads a callback's parameters from its
+# signature, so the callback gets one built from those fields (and passes them all to load).
+global_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        *(_opt(name, field) for name, field in settings_module.flag_fields().items()),
+    ]
+)
+app.callback()(global_options)
 
 
 for component in (stack_cli, producer_cli, dataflows_cli, dashboard_cli):

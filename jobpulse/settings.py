@@ -1,8 +1,10 @@
 """All jobpulse configuration, in one place.
 
-Every setting is read from a ``JOBPULSE_*`` environment variable and can be overridden
-by a CLI flag (the CLI passes overrides to :func:`load`). Nothing else in the project reads
-the environment or repeats a topic name, URL or key prefix.
+Every setting is a field of :class:`Settings` (a pydantic-settings model): read from a
+``JOBPULSE_*`` environment variable by :func:`load`, and — for the fields marked
+:data:`CLI_FLAG` — overridable by a global CLI flag (the CLI passes overrides to :func:`load`).
+Nothing else in the project reads the environment or repeats a topic name, URL or key prefix.
+A bad value is a :class:`SettingsError` of one line naming the variable.
 
 Kafka client settings for SASL/TLS pass straight through to every Kafka client:
 ``JOBPULSE_KAFKA__SECURITY__PROTOCOL=SASL_SSL`` becomes ``security.protocol=SASL_SSL``
@@ -17,16 +19,20 @@ the ``*_display`` properties or :meth:`Settings.scrub` (``repr(settings)`` is ma
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
+import pydantic_settings
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "JOBPULSE_"
 KAFKA_PASSTHROUGH_PREFIX = "JOBPULSE_KAFKA__"
@@ -42,54 +48,148 @@ class SettingsError(ValueError):
     """A setting has a value jobpulse cannot use; the message names the variable."""
 
 
-@dataclass(frozen=True, repr=False)
-class Settings:
+class _CliFlag:
+    def __repr__(self) -> str:
+        return "CLI_FLAG"
+
+
+#: Marks a field (in its ``Annotated`` metadata) that is also a global ``jobpulse`` flag,
+#: ``--<field-name-with-dashes>``, whose help is the field's description.
+CLI_FLAG = _CliFlag()
+
+
+def env_var(name: str) -> str:
+    """The variable of setting ``name``: ``partitions`` → ``JOBPULSE_PARTITIONS``."""
+    return ENV_PREFIX + name.upper()
+
+
+class Settings(BaseSettings):
     """The resolved configuration. Field name ``x`` is environment variable ``JOBPULSE_X``.
 
-    ``repr`` masks the secrets (see :meth:`redacted`); ``to_env`` does not (child processes
-    need them).
+    Immutable and hashable. ``Settings(...)`` is its arguments over the defaults; only
+    :func:`load` reads an environment. ``repr`` masks the secrets (see :meth:`redacted`);
+    ``to_env`` does not (child processes need them).
     """
 
-    kafka_bootstrap: str = "localhost:9092"
-    redis_url: str = "redis://localhost:6379/0"
-    #: The seed's topic1: raw job offers, keyed by offer id.
-    offers_topic: str = "jobpulse.offers"
-    #: The seed's topic2: increment/decrement deltas.
-    deltas_topic: str = "jobpulse.deltas"
-    #: Malformed offers, byte-for-byte, with the reason in headers.
-    dlq_topic: str = "jobpulse.offers.dlq"
-    #: Partitions of the topics ``topics create`` makes, and recovery-store files of a new
-    #: store (snapshot write parallelism). Not a cap on workers; grow the offers topic with
-    #: ``jobpulse topics grow``.
-    partitions: int = 12
-    #: Every Redis key jobpulse writes starts with ``<prefix>:``.
-    redis_prefix: str = "jobpulse"
-    #: Local data, logs and pid files (git-ignored).
-    state_dir: Path = Path(".jobpulse")
-    #: Professions reference table (CSV ``id,name,category_name``), optional.
-    professions: Path | None = None
-    #: Tumbling event-time window length for opened/closed counts.
-    window_seconds: int = 60
-    #: How long (event time) a closed offer's tombstone keeps stale upserts from re-opening it.
-    tombstone_seconds: int = 3600
-    #: How often a live run checks whether the offers topic grew (then it restarts to read
-    #: the new partitions).
-    partition_check_seconds: int = 10
-    #: How long the dataflow waits out a Redis or Kafka outage (with backoff) before it stops.
-    outage_limit_seconds: int = 300
-    #: How often the dataflow rewrites its whole view in Redis (heals lost or stale keys).
-    view_refresh_seconds: int = 5
-    #: Dashboard HTTP address and optional ``user:password`` basic auth.
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 5006
-    dashboard_auth: str | None = None
-    #: Extra librdkafka settings for every client (SASL/TLS ...).
-    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        # JOBPULSE_KAFKA__SASL__MECHANISM → {"sasl": {"mechanism": …}} → "sasl.mechanism".
+        env_nested_delimiter="__",
+        # The prefix applies to the alias "kafka" of kafka_config too (JOBPULSE_KAFKA__…).
+        env_prefix_target="all",
+        # An empty variable is an unset one.
+        env_ignore_empty=True,
+        validate_by_name=True,
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka_bootstrap: Annotated[str, CLI_FLAG] = Field(
+        "localhost:9092", description="Kafka bootstrap servers (comma-separated)."
+    )
+    redis_url: Annotated[str, CLI_FLAG] = Field(
+        "redis://localhost:6379/0", description="Redis URL; credentials and TLS go here."
+    )
+    offers_topic: Annotated[str, CLI_FLAG] = Field(
+        "jobpulse.offers", description="Offers topic (topic1): raw job offers, keyed by offer id."
+    )
+    deltas_topic: Annotated[str, CLI_FLAG] = Field(
+        "jobpulse.deltas", description="Deltas topic (topic2): increment/decrement deltas."
+    )
+    dlq_topic: Annotated[str, CLI_FLAG] = Field(
+        "jobpulse.offers.dlq", description="Dead-letter topic: malformed offers, byte for byte."
+    )
+    #: Also the recovery-store files of a new store (snapshot write parallelism). Not a cap on
+    #: workers; grow the offers topic with ``jobpulse topics grow``.
+    partitions: Annotated[int, CLI_FLAG] = Field(
+        12, ge=1, le=1024, description="Partitions of the topics `topics create` makes."
+    )
+    redis_prefix: Annotated[str, CLI_FLAG] = Field(
+        "jobpulse", description="Redis key prefix: every key jobpulse writes starts with it."
+    )
+    state_dir: Annotated[Path, CLI_FLAG] = Field(
+        Path(".jobpulse"), description="Local data, logs and pid files (git-ignored)."
+    )
+    professions: Annotated[Path | None, CLI_FLAG] = Field(
+        None, description="Professions reference table, CSV id,name,category_name."
+    )
+    window_seconds: Annotated[int, CLI_FLAG] = Field(
+        60, ge=1, description="Tumbling event-time window for opened/closed counts, s."
+    )
+    tombstone_seconds: int = Field(
+        3600, ge=0, description="How long (event time) a closed offer ignores stale upserts, s."
+    )
+    partition_check_seconds: int = Field(
+        10, ge=1, description="How often a live run checks whether the offers topic grew, s."
+    )
+    outage_limit_seconds: int = Field(
+        300, ge=1, description="How long the dataflow waits out a Redis or Kafka outage, s."
+    )
+    view_refresh_seconds: int = Field(
+        5, ge=1, description="How often the dataflow rewrites its whole view in Redis, s."
+    )
+    dashboard_host: str = Field("127.0.0.1", description="Dashboard HTTP address.")
+    dashboard_port: int = Field(5006, description="Dashboard HTTP port.")
+    dashboard_auth: str | None = Field(
+        None, description="user:password basic auth for the dashboard."
+    )
+    kafka_config: Mapping[str, str] = Field(
+        default_factory=dict,
+        # Read from JOBPULSE_KAFKA_CONFIG (JSON, by field name) and JOBPULSE_KAFKA__* (alias).
+        validation_alias="kafka",
+        description="Extra librdkafka settings for every client (SASL/TLS ...).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: Any, **_other_sources: Any
+    ) -> tuple[Any, ...]:
+        # Constructing Settings never reads os.environ: load() hands the environment it is
+        # given to _Environment itself, so with_overrides() cannot pick up stray variables.
+        return (init_settings,)
+
+    # -- validation: a ValueError's text follows the variable's name in the SettingsError ----
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _some_broker(cls, value: str) -> str:
+        if not _brokers(value):
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                f"must start with redis://, rediss:// or unix://, got {mask_url(value)!r}"
+            )
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _one_key_segment(cls, value: str) -> str:
+        if ":" in value or not value:
+            raise ValueError("must be non-empty and contain no ':'")
+        return value
+
+    @field_validator("dashboard_auth")
+    @classmethod
+    def _user_password(cls, value: str | None) -> str | None:
+        if value is not None and ":" not in value:
+            raise ValueError("must look like user:password")
+        return value
+
+    @field_validator("kafka_config", mode="before")
+    @classmethod
+    def _dotted_keys(cls, value: Any) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a JSON object")
+        return _dotted(value)
 
     # -- derived values ---------------------------------------------------------------
     @property
     def kafka_brokers(self) -> list[str]:
-        return [b.strip() for b in self.kafka_bootstrap.split(",") if b.strip()]
+        return _brokers(self.kafka_bootstrap)
 
     @property
     def kafka_port(self) -> int:
@@ -175,7 +275,8 @@ class Settings:
                 text = text.replace(secret, MASK)
         return _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
 
-    def __repr__(self) -> str:
+    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
+        """What ``repr``, ``str`` and rich show: every field, the secrets masked."""
         shown = {
             "redis_url": self.redis_display,
             "kafka_bootstrap": self.kafka_display,
@@ -184,11 +285,11 @@ class Settings:
             ),
             "kafka_config": mask_config(self.kafka_config),
         }
-        fields = ", ".join(
-            f"{f.name}={shown.get(f.name, getattr(self, f.name))!r}"
-            for f in dataclasses.fields(self)
-        )
-        return f"Settings({fields})"
+        for name in type(self).model_fields:
+            yield name, shown.get(name, getattr(self, name))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.to_env().items()))
 
     def kafka_client_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration for any client: bootstrap + pass-through + ``extra``."""
@@ -197,22 +298,24 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """These settings as the ``JOBPULSE_*`` variables :func:`load` reads back."""
         env: dict[str, str] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "kafka_config":
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "kafka_config":
                 if value:
-                    env[ENV_PREFIX + "KAFKA_CONFIG"] = orjson.dumps(dict(value)).decode()
+                    env[env_var(name)] = orjson.dumps(dict(value)).decode()
             elif value is not None:
-                env[ENV_PREFIX + f.name.upper()] = str(value)
+                env[env_var(name)] = str(value)
         return env
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-``None`` overrides applied (what CLI flags do)."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        return _validated(dataclasses.replace(self, **given)) if given else self
+        return _validated({**self.model_dump(), **given}) if given else self
 
 
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
+def flag_fields() -> dict[str, FieldInfo]:
+    """The settings that are also global CLI flags (marked :data:`CLI_FLAG`), in field order."""
+    return {n: f for n, f in Settings.model_fields.items() if CLI_FLAG in f.metadata}
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -227,83 +330,81 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from ``env`` (default: the process environment), then ``overrides``."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for name, type_name in _FIELD_TYPES.items():
-        if name == "kafka_config":
-            continue
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is None or raw == "":
-            continue
-        values[name] = _convert(name, str(type_name), raw)
-    values["kafka_config"] = _kafka_passthrough(env)
-    settings = _validated(Settings(**values))
-    return settings.with_overrides(**overrides)
+    try:
+        from_env = _Environment(os.environ if env is None else env)()
+    except pydantic_settings.SettingsError as exc:
+        ours = exc.__cause__
+        raise (ours if isinstance(ours, SettingsError) else SettingsError(str(exc))) from None
+    return _validated(from_env).with_overrides(**overrides)
 
 
-def _convert(name: str, type_name: str, raw: str) -> Any:
-    var = ENV_PREFIX + name.upper()
-    if "int" in type_name:
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``
+    (``load(env={...})`` reads exactly that mapping)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
         try:
-            return int(raw)
-        except ValueError:
-            raise SettingsError(f"{var} must be an integer, got {raw!r}") from None
-    if "Path" in type_name:
-        return Path(raw)
-    return raw
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:  # the JSON of a structured value (JOBPULSE_KAFKA_CONFIG)
+            raise SettingsError(f"{env_var(field_name)} is not valid JSON: {exc}") from None
 
 
-def _kafka_passthrough(env: Mapping[str, str]) -> dict[str, str]:
-    config: dict[str, str] = {}
-    raw_json = env.get(ENV_PREFIX + "KAFKA_CONFIG")
-    if raw_json:
-        try:
-            parsed = orjson.loads(raw_json)
-        except orjson.JSONDecodeError as exc:
-            raise SettingsError(f"JOBPULSE_KAFKA_CONFIG is not valid JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise SettingsError("JOBPULSE_KAFKA_CONFIG must be a JSON object")
-        config.update({str(k): str(v) for k, v in parsed.items()})
-    for var, value in env.items():
-        if var.startswith(KAFKA_PASSTHROUGH_PREFIX):
-            key = var[len(KAFKA_PASSTHROUGH_PREFIX) :].lower().replace("__", ".")
-            config[key] = value
-    return config
+def _validated(values: Mapping[str, Any]) -> Settings:
+    """``Settings(**values)``, a validation failure turned into one :class:`SettingsError`
+    line (pydantic's own message spans lines and would show the rejected value unmasked)."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(_error_line(exc.errors()[0])) from None
 
 
-def _validated(settings: Settings) -> Settings:
-    if not 1 <= settings.partitions <= 1024:
-        raise SettingsError(f"JOBPULSE_PARTITIONS must be 1..1024, got {settings.partitions}")
-    if settings.window_seconds < 1:
-        raise SettingsError(
-            f"JOBPULSE_WINDOW_SECONDS must be at least 1, got {settings.window_seconds}"
-        )
-    if settings.tombstone_seconds < 0:
-        raise SettingsError(
-            f"JOBPULSE_TOMBSTONE_SECONDS must be 0 or more, got {settings.tombstone_seconds}"
-        )
-    for name in ("outage_limit_seconds", "view_refresh_seconds"):
-        if getattr(settings, name) < 1:
-            raise SettingsError(
-                f"JOBPULSE_{name.upper()} must be at least 1, got {getattr(settings, name)}"
-            )
-    if settings.partition_check_seconds < 1:
-        raise SettingsError(
-            "JOBPULSE_PARTITION_CHECK_SECONDS must be at least 1, got "
-            f"{settings.partition_check_seconds}"
-        )
-    if not settings.kafka_brokers:
-        raise SettingsError("JOBPULSE_KAFKA_BOOTSTRAP is empty")
-    if urlsplit(settings.redis_url).scheme not in {"redis", "rediss", "unix"}:
-        raise SettingsError(
-            f"JOBPULSE_REDIS_URL must start with redis://, rediss:// or unix://, "
-            f"got {settings.redis_display!r}"
-        )
-    if ":" in settings.redis_prefix or not settings.redis_prefix:
-        raise SettingsError("JOBPULSE_REDIS_PREFIX must be non-empty and contain no ':'")
-    if settings.dashboard_auth is not None and ":" not in settings.dashboard_auth:
-        raise SettingsError("JOBPULSE_DASHBOARD_AUTH must look like user:password")
-    return settings
+def _error_line(error: ErrorDetails) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    field = Settings.model_fields.get(name)
+    var = env_var("kafka_config" if name == "kafka" else name)
+    if error["type"] == "int_parsing":
+        return f"{var} must be an integer, got {error['input']!r}"
+    if error["type"] in {"greater_than_equal", "less_than_equal"} and field is not None:
+        return f"{var} must be {_allowed_range(field)}, got {error['input']}"
+    if error["type"] == "value_error":
+        return f"{var} {error.get('ctx', {}).get('error')}"
+    return f"{var}: {error['msg']}"
+
+
+def _allowed_range(field: FieldInfo) -> str:
+    """``1..1024``, ``0 or more`` or ``at least 1``, from the field's ``ge``/``le``."""
+    low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    if high is not None:
+        return f"{low}..{high}"
+    return "0 or more" if low == 0 else f"at least {low}"
+
+
+def _dotted(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"sasl": {"mechanism": "PLAIN"}}`` (what ``JOBPULSE_KAFKA__SASL__MECHANISM`` gives)
+    → ``{"sasl.mechanism": "PLAIN"}``; every value as a string."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def _brokers(bootstrap: str) -> list[str]:
+    return [b.strip() for b in bootstrap.split(",") if b.strip()]
 
 
 def _port_of(address: str, default: int) -> int:

@@ -10,6 +10,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from jobpulse import kafka
 from jobpulse.errors import JobpulseError, ServiceUnavailable
 from jobpulse.settings import Settings
 
@@ -19,13 +20,10 @@ def read_to_end(settings: Settings, topic: str, *, stall_s: float = 30.0) -> lis
     order per partition. Raises :class:`ServiceUnavailable` if Kafka is unreachable or the
     reading stalls for ``stall_s``, :class:`JobpulseError` if the topic does not exist."""
     errors: list[KafkaError] = []
-    consumer = Consumer(
-        settings.kafka_client_config(
-            **{"group.id": "jobpulse-reader", "enable.auto.commit": False},
-            # librdkafka's own log lines would bury the one-line error a user gets instead.
-            error_cb=errors.append,
-            log_level=0,
-        )
+    consumer = kafka.consumer(
+        settings,
+        required={"group.id": "jobpulse-reader", "enable.auto.commit": False},
+        error_cb=errors.append,
     )
     try:
         remaining = _assign_to_start(consumer, settings, topic, errors)
@@ -59,10 +57,8 @@ def _assign_to_start(
     try:
         metadata = consumer.list_topics(topic, timeout=5)
     except KafkaException as exc:
-        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        cause = error.str() if error is not None else str(exc)
         raise ServiceUnavailable(
-            f"Kafka at {settings.kafka_display} is not reachable ({cause})"
+            f"Kafka at {settings.kafka_display} is not reachable ({kafka.error_text(exc)})"
         ) from None
     info = metadata.topics.get(topic)
     if info is None or info.error is not None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from jobpulse import processes
 from jobpulse.errors import JobpulseError, UsageError
 from jobpulse.settings import Settings
 
@@ -80,6 +81,7 @@ def produce(
     skewed categories, offers re-sent, moved and closed). Ctrl-C stops, flushes and prints the
     summary. Exits non-zero if any record could not be delivered.
     """
+    processes.defer_stop_signals()  # Ctrl-C while loading places or connecting: a clean stop
     settings: Settings = ctx.obj
     if (csv_file is None) == (not synthetic):
         raise UsageError("give exactly one source: --csv FILE or --synthetic")

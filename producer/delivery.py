@@ -14,18 +14,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from jobpulse import kafka, processes
 from jobpulse.errors import JobpulseError, ServiceUnavailable
 from jobpulse.offer import Offer
 from jobpulse.settings import Settings
@@ -34,7 +32,8 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
     from rich.console import Console
 
-#: Tuning defaults; JOBPULSE_KAFKA__* pass-through settings override them.
+#: Tuning defaults; JOBPULSE_KAFKA__* pass-through settings override them (the rule of
+#: :mod:`jobpulse.kafka`).
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 20,  # fill batches: per-request overhead dominates small records
     "batch.num.messages": 10_000,
@@ -45,43 +44,31 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "allow.auto.create.topics": False,  # a missing topic is an error, not a 1-partition topic
 }
 #: Delivery guarantees that pass-through settings cannot weaken.
-PRODUCER_GUARANTEES: dict[str, Any] = {"acks": "all", "enable.idempotence": True}
+PRODUCER_GUARANTEES: Mapping[str, Any] = kafka.IDEMPOTENT
 #: Records handed to the producer between two polls / progress updates.
 CHUNK = 2_000
 #: How long the final flush waits for outstanding deliveries, beyond message.timeout.ms.
 FLUSH_MARGIN_S = 5.0
-
-_QUIET = logging.getLogger("jobpulse.producer.kafka")
-# librdkafka logs each refused connection; reachability is reported once, by us.
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
-
-
-def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """librdkafka config: tuning defaults < pass-through settings < ``extra`` < guarantees."""
-    return {**PRODUCER_DEFAULTS, **settings.kafka_client_config(**extra), **PRODUCER_GUARANTEES}
 
 
 class OfferSender:
     """A Kafka producer for the offers topic that counts delivery reports."""
 
     def __init__(self, settings: Settings, **extra: Any) -> None:
-        from confluent_kafka import KafkaException, Producer
-
+        """``extra``: librdkafka settings that win over the pass-through ones (but not over
+        :data:`PRODUCER_GUARANTEES`)."""
         self.topic = settings.offers_topic
         self.bootstrap = settings.kafka_bootstrap
-        config = producer_config(
+        required = {**extra, **PRODUCER_GUARANTEES}
+        config = kafka.client_config(settings, required=required, tunables=PRODUCER_DEFAULTS)
+        self.message_timeout_s = float(config.get("message.timeout.ms", 300_000)) / 1000
+        self._producer = kafka.producer(
             settings,
+            required=required,
+            tunables=PRODUCER_DEFAULTS,
             on_delivery=self._on_delivery,
             error_cb=self._on_error,
-            logger=_QUIET,
-            **extra,
         )
-        self.message_timeout_s = float(config.get("message.timeout.ms", 300_000)) / 1000
-        try:
-            self._producer = Producer(config)
-        except (KafkaException, ValueError, TypeError) as exc:
-            raise JobpulseError(f"Kafka producer configuration rejected: {exc}") from None
         self.produced = 0
         self.delivered = 0
         self.failed = 0
@@ -109,7 +96,7 @@ class OfferSender:
             metadata = self._producer.list_topics(topic=self.topic, timeout=timeout)
         except KafkaException as exc:
             raise ServiceUnavailable(
-                f"Kafka at {self.bootstrap} is not reachable ({exc.args[0].str()}): "
+                f"Kafka at {self.bootstrap} is not reachable ({kafka.error_text(exc)}): "
                 "start it with `jobpulse stack up` or set JOBPULSE_KAFKA_BOOTSTRAP"
             ) from None
         topic = metadata.topics.get(self.topic)
@@ -123,16 +110,10 @@ class OfferSender:
 
     def send(self, offers: Iterable[Offer]) -> int:
         """Hand ``offers`` to the producer (waiting while its queue is full); return count."""
-        produce, topic = self._producer.produce, self.topic
+        producer, topic = self._producer, self.topic
         count = 0
         for offer in offers:
-            value, key = offer.to_json(), offer.key()
-            while True:
-                try:
-                    produce(topic, value, key)
-                    break
-                except BufferError:  # local queue full: let deliveries drain it
-                    self._producer.poll(0.05)
+            kafka.produce(producer, topic, offer.to_json(), offer.key())
             count += 1
             self.produced += 1
         return count
@@ -331,7 +312,7 @@ def pump(
     progress = progress or PlainProgress()
     stream = iter(offers)
     start = clock()
-    with _stop_signals() as stop:
+    with processes.stop_signals() as stop:
         progress.start(total)
         _send_loop(stream, sender, rate, duration, start, progress, clock, stop)
         seconds = clock() - start
@@ -361,7 +342,7 @@ def _send_loop(
     start: float,
     progress: Progress,
     clock: Callable[[], float],
-    stop: StopSignals,
+    stop: processes.StopSignals,
 ) -> None:
     pacer = Pacer(rate, start) if rate else None
     deadline = start + duration if duration is not None else None
@@ -395,35 +376,3 @@ def _wait(sender: OfferSender, seconds: float) -> None:
         sender.poll(min(seconds - 0.001, 0.2))
     elif seconds > 0:
         time.sleep(seconds)
-
-
-@dataclass
-class StopSignals:
-    """How many times Ctrl-C / SIGTERM arrived while sending (1: stop and flush, 2: give up)."""
-
-    count: int = 0
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[StopSignals]:
-    """Count SIGINT and SIGTERM instead of raising KeyboardInterrupt (main thread only).
-
-    A KeyboardInterrupt raised while librdkafka's C code runs a Python delivery callback
-    can surface as ``SystemError: poll returned NULL``; a flag checked between calls is
-    both safe and responsive (every wait is sliced to at most 0.2-0.5 s).
-    """
-    stop = StopSignals()
-
-    def count(_signum: int, _frame: object) -> None:
-        stop.count += 1
-
-    try:
-        previous = {sig: signal.signal(sig, count) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield stop
-        return
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

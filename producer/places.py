@@ -18,7 +18,6 @@ dataflow's (:func:`jobpulse.dataflows.geocoding.continent_of`), so both sides ag
 
 from __future__ import annotations
 
-import bisect
 import csv
 import importlib.util
 import itertools
@@ -100,8 +99,8 @@ class PlaceSampler:
         self._cumulative = list(itertools.accumulate(self.weights.values()))
 
     def pick(self, rng: random.Random) -> Place:
-        index = bisect.bisect_right(self._cumulative, rng.random() * self._cumulative[-1])
-        group = self.groups[self._names[min(index, len(self._names) - 1)]]
+        name = rng.choices(self._names, cum_weights=self._cumulative)[0]
+        group = self.groups[name]
         return group[rng.randrange(len(group))]
 
 

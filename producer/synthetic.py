@@ -117,12 +117,6 @@ def zipf_weights(n: int, exponent: float = ZIPF_EXPONENT) -> list[float]:
     return [w / total for w in raw]
 
 
-def _draw(cumulative: list[float], rng: random.Random) -> int:
-    """An index drawn with the weights whose running sums are ``cumulative``."""
-    index = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
-    return min(index, len(cumulative) - 1)  # guards the float edge random() * total == total
-
-
 class _OpenOffers:
     """The open offers, with O(1) uniform pick and removal (swap with the last)."""
 
@@ -198,12 +192,12 @@ class SyntheticStream:
 
     # -- drawing ----------------------------------------------------------------------
     def _category(self, rng: random.Random) -> str:
-        return CATEGORIES[_draw(self._category_cum, rng)]
+        return rng.choices(CATEGORIES, cum_weights=self._category_cum)[0]
 
     def _new_offer(self, rng: random.Random, offer_id: str) -> Offer:
         category = None if rng.random() < NO_CATEGORY_SHARE else self._category(rng)
         place = None if rng.random() < NO_LOCATION_SHARE else self.places.pick(rng)
-        contract = CONTRACT_TYPES[_draw(self._contract_cum, rng)][0]
+        contract = rng.choices(CONTRACT_TYPES, cum_weights=self._contract_cum)[0][0]
         titles = TITLES.get(category or "", _UNTITLED)
         title = titles[rng.randrange(len(titles))]
         return Offer(

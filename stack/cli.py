@@ -98,7 +98,7 @@ def topics_create(ctx: typer.Context) -> None:
     Idempotent; an existing topic with another partition count is an error (exit 1), except
     an offers topic grown with `jobpulse topics grow`.
     """
-    from jobpulse.stack import topics
+    from jobpulse import topics
 
     settings: Settings = ctx.obj
     outcomes = topics.ensure_topics(settings)
@@ -124,7 +124,7 @@ def topics_grow(
 
     The whole procedure: docs/scaling.md.
     """
-    from jobpulse.stack import topics
+    from jobpulse import topics
 
     settings: Settings = ctx.obj
     before = topics.grow_partitions(settings, partitions)

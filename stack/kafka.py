@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psutil
 
+from jobpulse import processes
 from jobpulse.errors import JobpulseError
+from jobpulse.processes import PidRecord, Tool
 from jobpulse.settings import Settings
-from jobpulse.stack import processes
-from jobpulse.stack.processes import PidRecord, Tool
 
 #: Kafka release the stack runs; keep in step with <kafka.version> in stack/pom.xml.
 KAFKA_VERSION = "4.4.0"

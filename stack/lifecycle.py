@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobpulse import processes, topics
 from jobpulse.errors import AuthenticationFailed, JobpulseError, ServiceUnavailable
+from jobpulse.processes import PidRecord, Tool
 from jobpulse.settings import Settings
-from jobpulse.stack import kafka, processes, redis_server, topics
-from jobpulse.stack.processes import PidRecord, Tool
+from jobpulse.stack import kafka, redis_server
 
 STARTED = "started"
 RUNNING = "already running"

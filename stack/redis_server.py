@@ -6,10 +6,10 @@ from pathlib import Path
 
 import redis
 
+from jobpulse import processes
 from jobpulse.errors import JobpulseError
+from jobpulse.processes import PidRecord, Tool
 from jobpulse.settings import Settings
-from jobpulse.stack import processes
-from jobpulse.stack.processes import PidRecord, Tool
 from jobpulse.store import is_auth_error, redis_client, redis_unavailable
 
 REDIS = Tool("redis-server", "run `make deps` or apt-get install redis-server")

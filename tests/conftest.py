@@ -28,9 +28,10 @@ import pytest
 import redis
 
 from jobpulse import settings as settings_module
+from jobpulse import topics
 from jobpulse.errors import JobpulseError
 from jobpulse.settings import Settings, child_env
-from jobpulse.stack import lifecycle, topics
+from jobpulse.stack import lifecycle
 from jobpulse.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

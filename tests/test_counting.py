@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobpulse.dataflows.counting import CellCounter, preaggregate, window_start
+from jobpulse.dataflows.counting import CellCounter, preaggregate
 from jobpulse.dataflows.items import CellChange, StateOutput
 from jobpulse.delta import Cell
 
@@ -12,11 +12,12 @@ MINUTE = 60_000
 T0 = 1_764_000_000_000 - 1_764_000_000_000 % MINUTE  # a window start
 
 
-def test_window_start_is_the_tumbling_window_holding_the_instant() -> None:
-    assert window_start(T0, MINUTE) == T0
-    assert window_start(T0 + MINUTE - 1, MINUTE) == T0
-    assert window_start(T0 + MINUTE, MINUTE) == T0 + MINUTE
-    assert window_start(T0 + 5_000, 10_000) == T0
+def test_a_delta_counts_in_the_tumbling_window_holding_its_instant() -> None:
+    instants = [T0, T0 + MINUTE - 1, T0 + MINUTE]
+    changes = preaggregate([_output(0, [(1, TECH, t) for t in instants])], MINUTE)
+    assert changes[TECH].windows == {(T0, 0): [2, 0], (T0 + MINUTE, 0): [1, 0]}
+    ten_s = preaggregate([_output(0, [(1, TECH, T0 + 5_000)])], 10_000)
+    assert ten_s[TECH].windows == {(T0, 0): [1, 0]}
 
 
 def _output(partition: int, deltas: list[tuple[int, Cell, int]]) -> StateOutput:

@@ -182,47 +182,6 @@ def test_column_patches_only_changed_cells() -> None:
         vm.column_patches(old, {"a": [1, 2], "b": ["x", "y"]})
 
 
-def _apply(old: dict[str, list[int]], update: vm.SeriesUpdate, rollover: int) -> dict:
-    """What a ColumnDataSource does with a patch followed by a stream."""
-    if update.replace is not None:
-        return update.replace
-    data = {k: list(v) for k, v in old.items()}
-    for column, changes in update.patches.items():
-        for i, value in changes:
-            data[column][i] = value
-    for column, values in update.stream.items():
-        data[column] = (data[column] + list(values))[-rollover:]
-    return data
-
-
-@pytest.mark.parametrize(
-    ("old", "new"),
-    [
-        ({"start": [], "v": []}, {"start": [1, 2], "v": [5, 6]}),  # first windows
-        ({"start": [1, 2], "v": [5, 6]}, {"start": [1, 2], "v": [5, 7]}),  # current window grows
-        ({"start": [1, 2, 3], "v": [1, 2, 3]}, {"start": [2, 3, 4], "v": [2, 9, 4]}),  # rolls
-        ({"start": [1, 2], "v": [1, 2]}, {"start": [1, 2, 3], "v": [1, 2, 3]}),  # grows
-    ],
-)
-def test_series_update_patches_and_streams(old: dict, new: dict) -> None:
-    update = vm.series_update(old, new, key="start", rollover=3)
-    assert update.replace is None
-    assert _apply(old, update, rollover=3) == new
-
-
-def test_series_update_sends_only_changes() -> None:
-    old = {"start": [1, 2, 3], "v": [1, 2, 3]}
-    update = vm.series_update(old, {"start": [2, 3, 4], "v": [2, 9, 4]}, key="start", rollover=3)
-    assert update.patches == {"v": [(2, 9)]}
-    assert update.stream == {"start": [4], "v": [4]}
-
-
-def test_series_update_replaces_on_reset() -> None:
-    old = {"start": [5, 6, 7], "v": [1, 2, 3]}
-    new = {"start": [1], "v": [1]}
-    assert vm.series_update(old, new, key="start", rollover=3).replace == new
-
-
 def test_continent_names_have_one_owner_and_the_dashboard_stays_light() -> None:
     import subprocess
     import sys

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, cluster_main, run_main
-from test_dataflow_scenario import DELETE, PROFESSION_CATEGORIES, Step, expected, scenario
+from scenario import DELETE, PROFESSION_CATEGORIES, Step, expected, scenario
 
 from jobpulse.dataflows.dlq import REASON, header_map
 from jobpulse.dataflows.flow import FlowSinks, build_flow
@@ -186,8 +186,8 @@ def test_replaying_the_same_records_changes_nothing(resends: int) -> None:
 
 
 def test_delta_messages_are_exactly_the_contract_json() -> None:
-    from jobpulse.dataflows.flow import DeltaSerializer
     from jobpulse.dataflows.items import StateOutput
+    from jobpulse.dataflows.steps import DeltaSerializer
     from jobpulse.delta import Action, event_id
     from jobpulse.offer import format_rfc3339
 
@@ -216,7 +216,7 @@ def test_delta_messages_are_exactly_the_contract_json() -> None:
 
 
 def test_event_time_is_published_at_unless_far_after_the_record_timestamp() -> None:
-    from jobpulse.dataflows.flow import MAX_EVENT_AHEAD_MS, Parser
+    from jobpulse.dataflows.steps import MAX_EVENT_AHEAD_MS, Parser
 
     def body(published_ms: int | None) -> bytes:
         fields = {"id": "o"} | (
@@ -236,7 +236,7 @@ def test_the_delta_format_has_one_owner(monkeypatch: pytest.MonkeyPatch) -> None
     """The serializer spells neither the actions nor the event id: jobpulse.delta does."""
     import inspect
 
-    from jobpulse.dataflows import flow
+    from jobpulse.dataflows import steps as flow
     from jobpulse.dataflows.items import StateOutput
 
     source = inspect.getsource(flow.DeltaSerializer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ def _containers() -> list[dict[str, Any]]:
 
 def test_configmap_holds_only_real_settings_and_loads() -> None:
     data = _one("ConfigMap", "jobpulse-settings")["data"]
-    known = {"JOBPULSE_" + f.name.upper() for f in dataclasses.fields(settings_module.Settings)}
+    known = {settings_module.env_var(name) for name in settings_module.Settings.model_fields}
     assert set(data) <= known, set(data) - known
     loaded = settings_module.load(env=data)
     assert loaded.partitions == int(data["JOBPULSE_PARTITIONS"])

@@ -46,9 +46,7 @@ def test_records_too_large_to_copy_go_to_the_dlq_and_counting_goes_on(
         producer.produce(settings.offers_topic, value, key, partition=0)
     assert producer.flush(30) == 0
     feed = Feed(settings, seed=11)
-    for n in range(50):
-        feed.send(feed.upsert(f"after-{n}"))
-    feed.flush()
+    feed.open_offers("after", 50)
 
     for attempt in range(2):  # and again: a restart never meets the poison again
         result = cli(settings, "run", "--once")
@@ -168,9 +166,7 @@ def test_a_redis_outage_is_waited_out_and_the_view_heals(
     with open(log_path, "w") as log:
         live = start_live(settings, log, "--snapshot-interval", "1")
         try:
-            for n in range(200):
-                feed.send(feed.upsert(f"r-{n}"))
-            feed.flush()
+            feed.open_offers("r", 200)
             wait_for_records(settings, feed.sent, live)
             private_redis.stop()
             for _ in range(300):  # offers keep coming during the outage
@@ -205,9 +201,7 @@ def test_an_outage_longer_than_the_limit_stops_with_one_line(
     feed = Feed(settings, seed=13)
     live = start_live(settings, subprocess.PIPE)  # type: ignore[arg-type]
     try:
-        for n in range(20):
-            feed.send(feed.upsert(f"l-{n}"))
-        feed.flush()
+        feed.open_offers("l", 20)
         wait_for_records(settings, feed.sent, live)
         private_redis.stop()
         feed.send(feed.upsert("during-the-outage"))
@@ -353,9 +347,7 @@ def test_a_broker_restart_is_waited_out_quietly(
     with open(log_path, "w") as log:
         live = start_live(settings, log)
         try:
-            for n in range(300):
-                feed.send(feed.upsert(f"b-{n}"))
-            feed.flush()
+            feed.open_offers("b", 300)
             wait_for_records(settings, feed.sent, live)
             stopped = lifecycle.down(stack, only=["kafka"])
             if stopped[0].state != lifecycle.STOPPED:

@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka.admin import NewTopic
 from conftest import CliRunner, spawn_cli
 
+from jobpulse import topics
 from jobpulse.offer import parse_offer
 from jobpulse.producer.csv_import import CsvRow, read_rows
 from jobpulse.producer.places import load_places
 from jobpulse.producer.synthetic import Lifecycle, SyntheticStream
 from jobpulse.settings import Settings
-from jobpulse.stack import topics
 from jobpulse.topic_reader import read_to_end
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 from conftest import CliRunner, recounted, spawn_cli
-from test_dataflow_scenario import (
+from scenario import (
     CAIRO,
     HONOLULU,
     NEW_YORK,

@@ -23,7 +23,7 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from conftest import CliRunner, recounted, spawn_cli
-from test_dataflow_scenario import CAIRO, NEW_YORK, PARIS, SAO_PAULO, SYDNEY, TOKYO
+from scenario import CAIRO, NEW_YORK, PARIS, SAO_PAULO, SYDNEY, TOKYO
 
 from jobpulse.delta import Cell
 from jobpulse.settings import Settings
@@ -134,6 +134,12 @@ class Feed:
     def flush(self) -> None:
         assert self.producer.flush(30) == 0
         assert self.failures == []
+
+    def open_offers(self, prefix: str, count: int) -> None:
+        """Send ``count`` new offers ``<prefix>-0`` … and wait until they are delivered."""
+        for n in range(count):
+            self.send(self.upsert(f"{prefix}-{n}"))
+        self.flush()
 
     def renew(self) -> None:
         """A new producer (after the topic grew: it knows every partition at once)."""
@@ -374,11 +380,15 @@ def test_rescale_1_4_2_processes_while_a_producer_sends(
                     settings, log, "--processes", processes, "--snapshot-interval", "1"
                 )
                 try:
+                    before = records_done(settings)
                     time.sleep(seconds / 2)
                     if processes == "4":
                         grown = cli(settings, "topics", "grow", "--partitions", "16")
                         assert grown.returncode == 0, grown.stderr
                     time.sleep(seconds / 2)
+                    # Each cluster size really counts something (on a busy machine a cluster
+                    # may still be starting, or restarting after the growth).
+                    wait_for_records(settings, before + 1, live)
                     if processes == "2":
                         producer.stop()
                         wait_for_records(settings, feed.sent, live)
@@ -394,5 +404,4 @@ def test_rescale_1_4_2_processes_while_a_producer_sends(
     assert "grew from 12 to 16 partitions" in output and "restarting now" in output, output
     print(f"\nrescale drill: {feed.sent} records sent; (processes, records done, s): {figures}")
     assert records_done(settings) == feed.sent
-    assert figures[0][1] > 0 and figures[1][1] > figures[0][1]
     assert_exact(settings, cli, feed)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
 import pytest
+import typer
 
 from jobpulse import settings as settings_module
+from jobpulse import topics
 from jobpulse.settings import Settings, SettingsError
-from jobpulse.stack import topics
 
 if TYPE_CHECKING:
     from conftest import CliRunner
@@ -77,11 +80,107 @@ def test_kafka_client_settings_pass_through() -> None:
         ({"JOBPULSE_REDIS_URL": "http://x"}, "JOBPULSE_REDIS_URL must start with"),
         ({"JOBPULSE_REDIS_PREFIX": "a:b"}, "JOBPULSE_REDIS_PREFIX"),
         ({"JOBPULSE_KAFKA_CONFIG": "[1]"}, "JOBPULSE_KAFKA_CONFIG must be a JSON object"),
+        ({"JOBPULSE_PARTITIONS": "2000"}, "JOBPULSE_PARTITIONS must be 1..1024, got 2000"),
+        ({"JOBPULSE_WINDOW_SECONDS": "0"}, "JOBPULSE_WINDOW_SECONDS must be at least 1, got 0"),
+        ({"JOBPULSE_TOMBSTONE_SECONDS": "-1"}, "JOBPULSE_TOMBSTONE_SECONDS must be 0 or more"),
+        ({"JOBPULSE_PARTITION_CHECK_SECONDS": "0"}, "JOBPULSE_PARTITION_CHECK_SECONDS must be at"),
+        ({"JOBPULSE_OUTAGE_LIMIT_SECONDS": "0"}, "JOBPULSE_OUTAGE_LIMIT_SECONDS must be at least"),
+        ({"JOBPULSE_VIEW_REFRESH_SECONDS": "x"}, "JOBPULSE_VIEW_REFRESH_SECONDS must be an int"),
+        ({"JOBPULSE_DASHBOARD_PORT": "http"}, "JOBPULSE_DASHBOARD_PORT must be an integer"),
+        ({"JOBPULSE_KAFKA_BOOTSTRAP": " , "}, "JOBPULSE_KAFKA_BOOTSTRAP is empty"),
+        ({"JOBPULSE_DASHBOARD_AUTH": "admin"}, "JOBPULSE_DASHBOARD_AUTH must look like user:pass"),
+        ({"JOBPULSE_KAFKA_CONFIG": "{nope"}, "JOBPULSE_KAFKA_CONFIG is not valid JSON: "),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises(SettingsError, match=message):
+    with pytest.raises(SettingsError, match=re.escape(message)) as caught:
         settings_module.load(env=env)
+    assert "\n" not in str(caught.value)  # one line, never pydantic's own report
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_bad_redis_url_is_shown_masked() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_module.load(env={"JOBPULSE_REDIS_URL": "http://u:hunter22@x"})
+    assert str(caught.value) == (
+        "JOBPULSE_REDIS_URL must start with redis://, rediss:// or unix://, got 'http://u:***@x'"
+    )
+
+
+def test_overrides_are_checked_like_the_environment() -> None:
+    base = settings_module.load(env={})
+    with pytest.raises(SettingsError, match=r"^JOBPULSE_PARTITIONS must be 1\.\.1024, got 0$"):
+        base.with_overrides(partitions=0)
+    with pytest.raises(SettingsError, match=r"^JOBPULSE_REDIS_PREFIX must be non-empty"):
+        settings_module.load(env={}, redis_prefix="")
+
+
+def test_empty_variables_are_unset() -> None:
+    env = {f"JOBPULSE_{name.upper()}": "" for name in Settings.model_fields}
+    assert settings_module.load(env=env) == Settings() == settings_module.load(env={})
+
+
+def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBPULSE_PARTITIONS", "9")
+    monkeypatch.setenv("JOBPULSE_KAFKA__CLIENT__ID", "from-os")
+    assert settings_module.load().partitions == 9
+    assert settings_module.load().kafka_config == {"client.id": "from-os"}
+    assert settings_module.load(env={}) == Settings()
+    # Constructing or copying Settings never reads the process environment either.
+    assert Settings().partitions == 12
+    assert Settings().with_overrides(window_seconds=5).kafka_config == {}
+
+
+def test_kafka_config_json_values_become_strings_and_pass_through_wins() -> None:
+    env = {
+        "JOBPULSE_KAFKA_CONFIG": orjson.dumps({"linger.ms": 5, "sasl.mechanism": "PLAIN"}).decode(),
+        "JOBPULSE_KAFKA__SASL__MECHANISM": "SCRAM-SHA-256",
+    }
+    config = settings_module.load(env=env).kafka_config
+    assert config == {"linger.ms": "5", "sasl.mechanism": "SCRAM-SHA-256"}
+
+
+def test_settings_are_immutable_and_hashable() -> None:
+    s = settings_module.load(env={"JOBPULSE_KAFKA__SASL__MECHANISM": "PLAIN"})
+    with pytest.raises(ValueError, match="frozen"):
+        s.partitions = 3  # type: ignore[misc]
+    assert hash(s) == hash(settings_module.load(env=s.to_env()))
+    assert len({s, s.with_overrides(partitions=12), s.with_overrides(partitions=3)}) == 2
+
+
+def test_global_flags_are_the_settings_marked_as_flags() -> None:
+    from jobpulse.cli import app
+
+    command = typer.main.get_command(app)
+    flags = {p.name: p.opts for p in command.params if p.name in Settings.model_fields}
+    expected = {n: [f"--{n.replace('_', '-')}"] for n in settings_module.flag_fields()}
+    assert flags == expected
+    assert "partitions" in flags and "tombstone_seconds" not in flags
+    helps = {p.name: getattr(p, "help", "") for p in command.params}
+    assert helps["partitions"] == (
+        f"{Settings.model_fields['partitions'].description} (env JOBPULSE_PARTITIONS)"
+    )
+
+
+def test_readme_settings_table_matches_the_model() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`JOBPULSE_") and "<" not in cells[0]:
+            rows[cells[0].strip("`")] = cells[1:3]
+    assert set(rows) == {settings_module.env_var(n) for n in Settings.model_fields}
+    flags = settings_module.flag_fields()
+    for name, field in Settings.model_fields.items():
+        flag, default = rows[settings_module.env_var(name)]
+        assert flag == (f"`--{name.replace('_', '-')}`" if name in flags else ""), name
+        value = field.get_default(call_default_factory=True)
+        if value is None:
+            assert default.startswith("(none"), name
+        else:
+            shown = orjson.dumps(dict(value)).decode() if isinstance(value, Mapping) else value
+            assert default == f"`{shown}`", name
 
 
 def test_bad_partitions_via_cli_is_one_line_and_exit_2(cli: CliRunner) -> None:

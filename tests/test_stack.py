@@ -17,8 +17,9 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from jobpulse import settings as settings_module
+from jobpulse import topics
 from jobpulse.settings import Settings
-from jobpulse.stack import kafka, lifecycle, topics
+from jobpulse.stack import kafka, lifecycle
 
 if TYPE_CHECKING:
     from conftest import CliRunner

@@ -1,4 +1,4 @@
-"""``jobpulse topics create`` and :func:`jobpulse.stack.topics.ensure_topics` on the real Kafka."""
+"""``jobpulse topics create`` and :func:`jobpulse.topics.ensure_topics` on the real Kafka."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import one_error_line
 
+from jobpulse import topics
 from jobpulse.settings import Settings
-from jobpulse.stack import topics
 
 if TYPE_CHECKING:
     from conftest import CliRunner

@@ -1,7 +1,13 @@
-"""Start, find and stop the local service processes by pid file, and wait for ports.
+"""Processes, in one place: the local services by pid file, child processes that never
+outlive their parent, and the stop signals.
 
-A pid file is JSON ``{"pid", "create_time", "cmdline"}``: the create time guards against a
-recycled pid, so ``down`` never signals a process it did not start.
+- Services (Kafka, Redis of ``jobpulse stack``): started detached, found and stopped by pid
+  file. A pid file is JSON ``{"pid", "create_time", "cmdline"}``: the create time guards
+  against a recycled pid, so ``down`` never signals a process it did not start.
+- Children (a local cluster's processes, the demo's dataflow and producer):
+  :func:`die_with_parent` in their ``preexec_fn``, :func:`stop_child` to stop them.
+- Signals: :func:`graceful_stop` — the first Ctrl-C/SIGTERM asks for a clean stop
+  (:data:`STOP_REQUESTED`), a second Ctrl-C interrupts.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -247,3 +254,109 @@ def locked(lock_file: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+# -- children ----------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child before exec (``preexec_fn``): get ``signum`` when the parent dies, however
+    it dies (``kill -9``, a broken pipe, a crash). Linux only; a no-op elsewhere."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to a process group that may be gone already."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def stop_child(
+    child: subprocess.Popen[bytes], signum: int = signal.SIGTERM, grace_s: float = 15.0
+) -> int:
+    """Ask a child to stop with ``signum``; SIGKILL it if it has not within ``grace_s``."""
+    if child.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+        try:
+            child.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return child.returncode
+
+
+# -- stop signals ------------------------------------------------------------------------
+
+#: Set by the first Ctrl-C/SIGTERM in :func:`stop_signals`: whatever restarts work later
+#: (e.g. the dataflow after its offers topic grew) must not undo a stop the user asked for.
+STOP_REQUESTED = threading.Event()
+
+
+@dataclass
+class StopSignals:
+    """How many times Ctrl-C / SIGTERM arrived (1: stop cleanly, 2: give up)."""
+
+    count: int = 0
+
+
+@contextlib.contextmanager
+def stop_signals(
+    on_first: Callable[[], None] | None = None,
+    announce: Callable[[], None] | None = None,
+    *,
+    interrupt_on_second: bool = False,
+) -> Iterator[StopSignals]:
+    """Count Ctrl-C/SIGTERM instead of dying: the first calls ``announce()`` and
+    ``on_first()`` and sets :data:`STOP_REQUESTED`; with ``interrupt_on_second`` a second
+    Ctrl-C raises KeyboardInterrupt. Handlers are restored on exit; outside the main thread
+    signals are left alone.
+
+    Counting instead of raising matters where C code runs Python callbacks: a
+    KeyboardInterrupt raised inside librdkafka's ``poll`` surfaces as ``SystemError``. A stop
+    asked for before (see :func:`defer_stop_signals`) counts as the first signal.
+    """
+    stop = StopSignals(count=1 if STOP_REQUESTED.is_set() else 0)
+
+    def handle(signum: int, _frame: object) -> None:
+        stop.count += 1
+        if stop.count > 1:
+            if interrupt_on_second and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        STOP_REQUESTED.set()
+        if announce is not None:
+            announce()
+        if on_first is not None:
+            on_first()
+
+    try:
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def defer_stop_signals() -> None:
+    """From now on, a first Ctrl-C/SIGTERM only sets :data:`STOP_REQUESTED`, which the
+    command's own :func:`stop_signals` picks up: a stop while it is still starting up is a
+    clean stop, not a KeyboardInterrupt. A second Ctrl-C still interrupts."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if STOP_REQUESTED.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        STOP_REQUESTED.set()
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handle)

@@ -1,26 +1,22 @@
 """The project's Kafka topics (offers, deltas, DLQ), created through the admin API.
 
 Other components and tests call :func:`ensure_topics`; ``jobpulse topics create`` is a thin
-wrapper around it.
+wrapper around it. The admin clients come from :mod:`jobpulse.kafka`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from jobpulse import kafka
 from jobpulse.errors import JobpulseError, ServiceUnavailable
+from jobpulse.kafka import error_code, error_text
 from jobpulse.settings import Settings
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient, ClusterMetadata
-
-_QUIET = logging.getLogger("jobpulse.kafka-admin")
-# librdkafka logs every refused connection to stderr; unreachable brokers are reported by us.
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 CREATED = "created"
 EXISTS = "exists"
@@ -37,14 +33,7 @@ def project_topics(settings: Settings) -> list[str]:
 
 def admin_client(settings: Settings, **extra: Any) -> AdminClient:
     """An AdminClient with the settings' client config (SASL/TLS pass-through included)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    config = settings.kafka_client_config(logger=_QUIET, **extra)
-    try:
-        return AdminClient(config)
-    except (KafkaException, ValueError, TypeError) as exc:
-        raise JobpulseError(f"Kafka client configuration rejected: {_text(exc)}") from None
+    return kafka.admin(settings, required=extra)
 
 
 def cluster_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadata:
@@ -55,7 +44,7 @@ def cluster_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadat
         metadata = admin_client(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
         raise ServiceUnavailable(
-            f"Kafka at {settings.kafka_display} is not reachable ({_text(exc)}): "
+            f"Kafka at {settings.kafka_display} is not reachable ({error_text(exc)}): "
             "start it with `jobpulse stack up`"
         ) from None
     if not metadata.brokers:
@@ -116,8 +105,10 @@ def ensure_topics(
                 future.result()
                 result[name] = CREATED
             except KafkaException as exc:
-                if _code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise JobpulseError(f"creating topic {name} failed: {_text(exc)}") from None
+                if error_code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise JobpulseError(
+                        f"creating topic {name} failed: {error_text(exc)}"
+                    ) from None
                 result[name] = EXISTS
         existing = _wait_for_leaders(settings, names, timeout)
     mismatched = {
@@ -187,7 +178,9 @@ def grow_partitions(settings: Settings, count: int, timeout: float = 30.0) -> in
     try:
         futures[topic].result()
     except KafkaException as exc:
-        raise JobpulseError(f"growing {topic} to {count} partitions failed: {_text(exc)}") from None
+        raise JobpulseError(
+            f"growing {topic} to {count} partitions failed: {error_text(exc)}"
+        ) from None
     _wait_for_leaders(settings, [topic], timeout, minimum=count)
     return before
 
@@ -208,16 +201,6 @@ def delete_topics(settings: Settings, topics: Iterable[str], timeout: float = 30
             future.result()
             deleted.append(name)
         except KafkaException as exc:
-            if _code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise JobpulseError(f"deleting topic {name} failed: {_text(exc)}") from None
+            if error_code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise JobpulseError(f"deleting topic {name} failed: {error_text(exc)}") from None
     return deleted
-
-
-def _code(exc: Exception) -> int | None:
-    error = exc.args[0] if exc.args else None
-    return error.code() if hasattr(error, "code") else None
-
-
-def _text(exc: Exception) -> str:
-    error = exc.args[0] if exc.args else exc
-    return error.str() if hasattr(error, "str") else str(error)

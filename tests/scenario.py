@@ -1,4 +1,4 @@
-"""The known scenario shared by the dataflow tests (no tests here; imported by them).
+"""The known scenario shared by the dataflow tests (a helper module: it holds no tests).
 
 Every record carries the outcome it must have, written by hand from the offer contract and the
 place's known continent — never computed by the code under test. :func:`expected_counts`
