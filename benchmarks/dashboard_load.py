@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import math
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -40,22 +41,15 @@ import orjson
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from jobpulse import delta
 from jobpulse import settings as settings_module
 from jobpulse.delta import Cell
+from jobpulse.offer import UNKNOWN
 from jobpulse.settings import Settings, child_env
 from jobpulse.store import PartitionProgress, Store, WindowCounts
 
 CATEGORIES = ["Tech", "Business", "Retail", "Admin", "Marketing / Communication", "Unknown"]
-CONTINENTS = [
-    "Africa",
-    "Antarctica",
-    "Asia",
-    "Europe",
-    "North America",
-    "Oceania",
-    "South America",
-    "Unknown",
-]
+CONTINENTS = [*delta.CONTINENTS, UNKNOWN]
 #: The session token BokehJS reads from the page to open the websocket.
 TOKEN_RE = re.compile(r'"token":"([^"]+)"')
 #: A document that has not arrived by then will not (the server failed to serialize it).
@@ -166,12 +160,7 @@ def running_dashboard(settings: Settings, processes: int | None, log: IO[bytes])
         wait_healthy(process, url, log, timeout_s=60)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop_child(process, signal.SIGTERM, 15)
 
 
 def wait_healthy(

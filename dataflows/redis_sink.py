@@ -64,8 +64,7 @@ class _RedisPartition(StatelessSinkPartition[Any]):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._store = Store.connect(settings, check=False)
-        where = f"Redis at {settings.redis_host}:{settings.redis_port}"
-        self._outage = Outage(where, settings.outage_limit_seconds)
+        self._outage = Outage(f"Redis at {settings.redis_address}", settings.outage_limit_seconds)
 
     def write_batch(self, items: list[Any]) -> None:
         cells, windows, partitions = merge_updates(items)

@@ -28,6 +28,7 @@ from .items import (
     UPSERT,
     CellChange,
     CellUpdate,
+    DeltaRecord,
     DlqBatch,
     EnrichedChunk,
     OutMessage,
@@ -169,10 +170,8 @@ class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
 
     def on_batch(self, values: list[EnrichedChunk]) -> tuple[Iterable[StateOutput], bool]:
         rule = (self.tombstone_ms, self.partitions)
-        if len(values) == 1:
-            deltas, counts = self.state.apply(values[0].records, *rule)
-            return [StateOutput(deltas, counts)], StatefulBatchLogic.RETAIN
-        deltas, counts = [], {}
+        deltas: list[DeltaRecord] = []
+        counts: dict[int, PartitionProgress] = {}
         for chunk in values:
             chunk_deltas, chunk_counts = self.state.apply(chunk.records, *rule)
             deltas.extend(chunk_deltas)

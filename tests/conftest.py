@@ -17,8 +17,13 @@ Everything runs against the real Kafka and Redis (no mocks):
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -27,8 +32,8 @@ from typing import Any
 import pytest
 import redis
 
+from jobpulse import processes, topics
 from jobpulse import settings as settings_module
-from jobpulse import topics
 from jobpulse.errors import JobpulseError
 from jobpulse.settings import Settings, child_env
 from jobpulse.stack import lifecycle
@@ -179,6 +184,64 @@ def spawn_cli(
         stdin=subprocess.DEVNULL,
         **options,
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRedis:
+    """A throw-away ``redis-server`` of one test (never the shared one) on a free port, with
+    no persistence and optionally ``--requirepass``; stopped and restarted by pid (it comes
+    back empty)."""
+
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            pytest.fail("redis-server not found: run `make deps`", pytrace=False)
+        self.port = free_port()
+        self.password = password
+        self.directory = directory
+        self.command = [
+            server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(directory),
+            *(["--requirepass", password] if password is not None else []),
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Its URL (with the password, when it has one)."""
+        auth = f"default:{self.password}@" if self.password is not None else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Start it and wait until it answers PING."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return
+                assert self.process.poll() is None, "the private redis-server exited"
+                assert time.monotonic() < deadline, "the private redis-server did not start"
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL after 10 s); a paused one is resumed first."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+            processes.stop_child(self.process, signal.SIGTERM, 10)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import shutil
-import socket
+import signal
 import subprocess
 import threading
 import time
@@ -23,10 +22,10 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 from confluent_kafka import Producer
-from conftest import REPO, CliRunner, spawn_cli
+from conftest import REPO, CliRunner, PrivateRedis, free_port, spawn_cli
 
+from jobpulse import processes
 from jobpulse.dashboard.app import SHORT_NAMES
 from jobpulse.delta import Cell
 from jobpulse.offer import Offer, Op
@@ -73,12 +72,6 @@ WATCH_JS = """
 
 
 # -- helpers -----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url)
     if auth:
@@ -125,12 +118,7 @@ def dashboard(settings: Settings, extra_env: Mapping[str, str] | None = None) ->
             time.sleep(0.3)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop_child(process, signal.SIGTERM, 10)
         assert process.returncode in (0, -15), "the dashboard should stop cleanly on SIGTERM"
 
 
@@ -326,51 +314,12 @@ def test_page_shows_the_dataflow_breakdown_and_follows_it_live(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """A private redis-server on a free port (never the shared one): (url, restart/stop)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is missing: install Debian's redis-server package (make deps)")
-    port = free_port()
-    command = [
-        server,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(tmp_path),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop() -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(10)
-
-    start()
-    control = type("RedisControl", (), {"start": staticmethod(start), "stop": staticmethod(stop)})
-    yield f"redis://127.0.0.1:{port}/0", control
-    stop()
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, PrivateRedis]]:
+    """A private redis-server on a free port (never the shared one): (url, its control)."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server.url, server
+    server.stop()
 
 
 def write_cells(store: Store, cells: Mapping[Cell, int]) -> float:
@@ -381,7 +330,7 @@ def write_cells(store: Store, cells: Mapping[Cell, int]) -> float:
 
 
 def test_redis_down_shows_banner_and_recovers(
-    stack: Settings, own_redis: tuple[str, Any], page: Any, tmp_path: Path
+    stack: Settings, own_redis: tuple[str, PrivateRedis], page: Any, tmp_path: Path
 ) -> None:
     url_redis, control = own_redis
     settings = stack.with_overrides(
@@ -430,7 +379,7 @@ def test_redis_down_shows_banner_and_recovers(
 
 
 def test_basic_auth_protects_page_and_api(
-    stack: Settings, own_redis: tuple[str, Any], browser: Any, tmp_path: Path
+    stack: Settings, own_redis: tuple[str, PrivateRedis], browser: Any, tmp_path: Path
 ) -> None:
     url_redis, _ = own_redis
     settings = stack.with_overrides(
@@ -457,7 +406,7 @@ def test_basic_auth_protects_page_and_api(
 
 
 def test_a_missing_offers_topic_is_shown_and_never_created(
-    stack: Settings, own_redis: tuple[str, Any], page: Any, tmp_path: Path
+    stack: Settings, own_redis: tuple[str, PrivateRedis], page: Any, tmp_path: Path
 ) -> None:
     from confluent_kafka.admin import AdminClient
 
@@ -480,7 +429,7 @@ def test_a_missing_offers_topic_is_shown_and_never_created(
 
 
 def test_one_redis_subscription_per_server_whatever_the_number_of_pages(
-    stack: Settings, own_redis: tuple[str, Any], browser: Any, tmp_path: Path
+    stack: Settings, own_redis: tuple[str, PrivateRedis], browser: Any, tmp_path: Path
 ) -> None:
     url_redis, _ = own_redis
     settings = stack.with_overrides(

@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
-from conftest import REPO, CliRunner, spawn_cli
-from test_dashboard_browser import free_port, http_get
+from conftest import REPO, CliRunner, free_port, spawn_cli
+from test_dashboard_browser import http_get
 
 from jobpulse.settings import Settings, child_env
 from jobpulse.store import Store, totals

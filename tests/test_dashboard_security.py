@@ -21,6 +21,7 @@ import base64
 import contextlib
 import http.client
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -35,11 +36,11 @@ import psutil
 import pytest
 from bokeh.core.validation import check_integrity
 from bokeh.document import Document
-from conftest import spawn_cli
-from test_dashboard_browser import free_port
+from conftest import free_port, spawn_cli
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from jobpulse import processes
 from jobpulse.dashboard import app
 from jobpulse.dashboard import view_model as vm
 from jobpulse.delta import Cell
@@ -232,12 +233,7 @@ def dashboard(
             time.sleep(0.3)
         yield Served(url, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop_child(process, signal.SIGTERM, 15)
     output = log.read_text()
     assert process.returncode in (0, -15), f"no clean stop on SIGTERM:\n{output[-3000:]}"
     assert "Traceback" not in output, output[-3000:]

@@ -4,10 +4,7 @@ the test computes itself, ``jobpulse verify`` and a from-scratch recount."""
 
 from __future__ import annotations
 
-import contextlib
 import random
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,9 +12,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 from confluent_kafka import Producer
-from conftest import CliRunner, one_error_line
+from conftest import CliRunner, PrivateRedis, one_error_line
 from test_scaling import Feed, assert_exact, start_live, stop, wait_for_records
 
 from jobpulse.dataflows.dlq import REASON, TRUNCATED, header_map
@@ -91,59 +87,6 @@ def _largest_accepted(producer: Producer, topic: str) -> bytes:
 
 
 # -- Redis outages ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test only (no persistence), stopped and restarted by pid."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = _free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(redis.RedisError):
-                if client.ping():
-                    break
-            assert time.monotonic() < deadline, "the private redis-server did not start"
-            time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from test_stack_auth import PasswordRedis, free_port, password_redis
+from conftest import free_port
+from test_stack_auth import PasswordRedis, password_redis
 
 from jobpulse import settings as settings_module
 from jobpulse.settings import Settings, is_secret_key, mask_config, mask_url

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
+from conftest import PrivateRedis, free_port
 
 from jobpulse.settings import Settings
 from jobpulse.store import (
@@ -50,13 +49,6 @@ PLANTED = "s3cr3t-planted-XYZ"
 AT_ONCE_S = 15.0
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class PasswordRedis:
     """A private ``redis-server`` started with ``--requirepass``."""
@@ -76,57 +68,15 @@ class PasswordRedis:
 
 @contextlib.contextmanager
 def password_redis(workdir: Path) -> Iterator[PasswordRedis]:
-    """Run a throw-away Redis that requires :data:`RIGHT_PASSWORD` (no persistence); killed
+    """Run a throw-away Redis that requires :data:`RIGHT_PASSWORD` (no persistence); stopped
     on exit."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server not found: run `make deps`", pytrace=False)
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cmd = [
-        server,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--requirepass",
-        RIGHT_PASSWORD,
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-    ]
-    with (workdir / "redis.log").open("ab") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = PrivateRedis(workdir, password=RIGHT_PASSWORD)
+    server.start()
     try:
-        _wait_for_ping(port)
-        yield PasswordRedis(port, process)
+        assert server.process is not None
+        yield PasswordRedis(server.port, server.process)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)  # a test may have paused it
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def _wait_for_ping(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        conn = redis.Redis(port=port, password=RIGHT_PASSWORD, socket_connect_timeout=1)
-        try:
-            if conn.ping():
-                return
-        except redis.RedisError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-        finally:
-            conn.close()
+        server.stop()
 
 
 @pytest.fixture
