@@ -7,6 +7,7 @@ COPY stack stack
 COPY producer producer
 COPY dataflows dataflows
 COPY dashboard dashboard
+COPY cli cli
 RUN pip install --no-cache-dir . && useradd --create-home jobpulse
 USER jobpulse
 ENV JOBPULSE_STATE_DIR=/tmp/jobpulse

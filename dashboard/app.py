@@ -49,6 +49,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from tornado.ioloop import IOLoop
 
+from jobpulse import breakdown as breakdown_table
 from jobpulse.dashboard import view_model as vm
 from jobpulse.dashboard.feed import Feed
 from jobpulse.settings import Settings
@@ -88,8 +89,6 @@ PAGE_BACKGROUND = "#f6f8fa"
 TEXT_COLOR = "#212529"
 LOADING_HTML = '<span class="jp-empty" data-testid="loading">Loading…</span>'
 
-#: Table headers that would not fit their column.
-SHORT_NAMES = {"North America": "N. America", "South America": "S. America"}
 #: Every column after the first holds numbers: right-aligned, headers included, whatever
 #: the formatter does with an empty or missing value. (A CSS string, not a stylesheet model:
 #: see :func:`count_formatter` for why no Bokeh model is shared between sessions.)
@@ -162,7 +161,7 @@ class DashboardSession:
     def __init__(self, settings: Settings, snapshot: vm.Snapshot) -> None:
         self.settings = settings
         counts = snapshot.breakdown.counts if snapshot.breakdown else {}
-        self.continents = vm.continent_columns(counts)
+        self.continents = breakdown_table.continent_columns(counts)
         self.category_width = _category_width(counts)
 
         self.banner = _div(BANNER_CSS, "jp-redis-banner", visible=False, name="redis-banner")
@@ -177,7 +176,7 @@ class DashboardSession:
         self.bold_count = count_formatter(bold=True)
         self.category_format = StringFormatter(font_style="bold")
         self.table_source = ColumnDataSource(
-            vm.table_columns(counts, known=not vm.redis_never_read(snapshot)),
+            breakdown_table.table_columns(counts, known=not vm.redis_never_read(snapshot)),
             name="breakdown-source",
         )
         self.table = DataTable(
@@ -249,17 +248,19 @@ class DashboardSession:
     def _table_columns(self) -> list[TableColumn]:
         columns = [
             self._column(
-                vm.CATEGORY_COLUMN,
+                breakdown_table.CATEGORY_COLUMN,
                 "Category",
                 width=self.category_width,
                 formatter=self.category_format,
             )
         ]
         columns += [
-            self._column(c, SHORT_NAMES.get(c, c), formatter=self.count, width=66)
+            self._column(c, breakdown_table.continent_label(c), formatter=self.count, width=66)
             for c in self.continents
         ]
-        columns.append(self._column(vm.TOTAL_COLUMN, "Total", formatter=self.bold_count, width=70))
+        columns.append(
+            self._column(breakdown_table.TOTAL_COLUMN, "Total", formatter=self.bold_count, width=70)
+        )
         return columns
 
     def _bar_figure(self) -> Any:
@@ -388,7 +389,7 @@ class DashboardSession:
         """Bring every model up to ``snapshot``, sending only what changed."""
         counts = snapshot.breakdown.counts if snapshot.breakdown else {}
         known = not vm.redis_never_read(snapshot)
-        continents = vm.continent_columns(counts)
+        continents = breakdown_table.continent_columns(counts)
         category_width = _category_width(counts)
         if continents != self.continents or category_width != self.category_width:
             # An unexpected continent name, or a category label the column is too narrow for.
@@ -396,7 +397,7 @@ class DashboardSession:
                 self.bars.x_range.factors = continents
             self.continents, self.category_width = continents, category_width
             self.table.columns = self._table_columns()
-        if _update_source(self.table_source, vm.table_columns(counts, known=known)):
+        if _update_source(self.table_source, breakdown_table.table_columns(counts, known=known)):
             _refresh_table(self.table)
         _update_source(self.bar_source, vm.stacked_bar_columns(counts))
         self._apply_trends(snapshot.windows)
@@ -503,7 +504,9 @@ def _update_dots(source: ColumnDataSource, new: vm.Columns, *, legend_rows: int)
 
 def _category_width(counts: Mapping[str, Mapping[str, int]]) -> int:
     """Category column width (px) that fits the longest label, at least the old 150."""
-    return max(150, vm.longest_category(counts) * CATEGORY_CHAR_PX + CATEGORY_PADDING_PX)
+    return max(
+        150, breakdown_table.longest_category(counts) * CATEGORY_CHAR_PX + CATEGORY_PADDING_PX
+    )
 
 
 def _partition_columns(snapshot: vm.Snapshot, settings: Settings) -> vm.Columns:

@@ -1,4 +1,4 @@
-"""``jobpulse dashboard`` and ``jobpulse demo``."""
+"""``jobpulse dashboard``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from jobpulse.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``dashboard`` and ``demo`` to ``app``."""
+    """Add ``dashboard`` to ``app``."""
     app.command("dashboard")(dashboard)
-    app.command("demo")(demo)
 
 
 def dashboard(
@@ -51,25 +50,3 @@ def dashboard(
         show=show,
         on_ready=lambda url: typer.echo(f"dashboard at {url} (API: {url}api/breakdown)"),
     )
-
-
-def demo(
-    ctx: typer.Context,
-    rate: Annotated[
-        float, typer.Option(help="Synthetic offers per second.", min=0.1, max=100_000)
-    ] = 20.0,
-    port: Annotated[
-        int | None, typer.Option(help="Dashboard port (env JOBPULSE_DASHBOARD_PORT).", min=0)
-    ] = None,
-    show: Annotated[bool, typer.Option("--show/--no-show", help="Open a browser tab.")] = False,
-) -> None:
-    """The whole pipeline to watch: stack, topics, dataflow, synthetic producer, dashboard.
-
-    Starts (or reuses) Kafka and Redis, creates the topics, runs `jobpulse run` and
-    `jobpulse produce --synthetic` in the background and serves the dashboard. Ctrl-C stops
-    everything it started.
-    """
-    from jobpulse.dashboard import demo as demo_module
-
-    settings: Settings = ctx.obj.with_overrides(dashboard_port=port)
-    raise typer.Exit(demo_module.run(settings, rate=rate, show=show))

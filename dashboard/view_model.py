@@ -1,7 +1,8 @@
 """Pure transforms from what Redis holds to what the dashboard draws.
 
 Nothing here does I/O or touches Bokeh: the feed hands a :class:`Snapshot` in, these
-functions turn it into plain column dicts (the ``ColumnDataSource.data`` shapes), headline
+functions turn it into plain column dicts (the ``ColumnDataSource.data`` shapes; the table's
+rows and columns come from :mod:`jobpulse.breakdown`, shared with the CLI), headline
 numbers and health rows, and compute the smallest update (patch / stream) between two
 column dicts so the browser receives only what changed.
 """
@@ -13,13 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from jobpulse.breakdown import Columns, category_order, continent_columns
 from jobpulse.delta import CONTINENTS
 from jobpulse.offer import UNKNOWN
 from jobpulse.store import Breakdown, PartitionProgress, WindowCounts, totals
-
-TOTAL = "Total"
-CATEGORY_COLUMN = "category"
-TOTAL_COLUMN = "total"
 
 #: Distinct, readable colours (Tableau 10 + a few), assigned to categories by name order.
 PALETTE: tuple[str, ...] = (
@@ -43,7 +41,6 @@ CONTINENT_COLORS: dict[str, str] = {
     UNKNOWN: UNKNOWN_COLOR,
 }
 
-Columns = dict[str, list[Any]]
 Patches = dict[str, list[tuple[int, Any]]]
 
 
@@ -68,44 +65,7 @@ class Snapshot:
     taken_at: float = 0.0
 
 
-# -- the breakdown table -----------------------------------------------------------------
-def continent_columns(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
-    """The 7 continents in fixed order, then any unexpected name (sorted), then Unknown."""
-    seen = {continent for row in counts.values() for continent in row}
-    extra = sorted(seen - set(CONTINENTS) - {UNKNOWN})
-    return [*CONTINENTS, *extra, UNKNOWN]
-
-
-def category_order(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
-    """Categories with open offers, largest first (ties by name); Unknown always last."""
-    row_totals = {cat: sum(row.values()) for cat, row in counts.items() if sum(row.values())}
-    known = sorted((c for c in row_totals if c != UNKNOWN), key=lambda c: (-row_totals[c], c))
-    return [*known, UNKNOWN] if UNKNOWN in row_totals else known
-
-
-def table_columns(counts: Mapping[str, Mapping[str, int]], *, known: bool = True) -> Columns:
-    """Table rows (categories, then a Total row) × continents, with a total per row.
-
-    Keys: ``category``, one key per continent, ``total``. Missing cells are 0. An empty
-    breakdown gives just the Total row of zeros; ``known=False`` (Redis never read) gives
-    a Total row of ``None`` (shown as "–").
-    """
-    continents = continent_columns(counts)
-    categories = category_order(counts)
-    data: Columns = {CATEGORY_COLUMN: [*categories, TOTAL]}
-    for continent in continents:
-        column = [int(counts.get(cat, {}).get(continent, 0)) for cat in categories]
-        data[continent] = [*column, sum(column) if known else None]
-    row_totals = [sum(data[c][i] for c in continents) for i in range(len(categories))]
-    data[TOTAL_COLUMN] = [*row_totals, sum(row_totals) if known else None]
-    return data
-
-
-def longest_category(counts: Mapping[str, Mapping[str, int]]) -> int:
-    """Characters in the longest row label (categories and the Total row)."""
-    return max((len(c) for c in (*counts, TOTAL)), default=len(TOTAL))
-
-
+# -- the breakdown chart -----------------------------------------------------------------
 def category_colors(categories: Iterable[str]) -> dict[str, str]:
     """A stable colour per category: by name order, so it does not change as counts move."""
     known = sorted(c for c in set(categories) if c != UNKNOWN)

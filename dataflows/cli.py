@@ -1,4 +1,4 @@
-"""``jobpulse run``, ``jobpulse breakdown`` and ``jobpulse verify``."""
+"""``jobpulse run`` and ``jobpulse verify``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from jobpulse.settings import Settings
 def register(app: typer.Typer) -> None:
     """Add this component's commands to ``app``."""
     app.command("run")(run)
-    app.command("breakdown")(breakdown)
     app.command("verify")(verify)
 
 
@@ -114,25 +113,6 @@ def run(
             recount=recount,
         ),
     )
-
-
-def breakdown(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Open offers per category × continent (from Redis), with row and column totals."""
-    from jobpulse.store import Store
-
-    settings: Settings = ctx.obj
-    result = Store.connect(settings).breakdown()
-    if as_json:
-        typer.echo(orjson.dumps(result.to_json_dict(), option=orjson.OPT_SORT_KEYS).decode())
-        return
-    from rich.console import Console
-
-    from .tables import print_breakdown
-
-    print_breakdown(Console(), result)
 
 
 def verify(ctx: typer.Context) -> None:

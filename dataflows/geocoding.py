@@ -5,10 +5,8 @@ Its module-level ``search`` spawns a multiprocessing pool on every call (~40 ms)
 single-process tree (mode 1) is built once per process and queried with a whole batch of
 coordinates at a time.
 
-The continent of a country follows GeoNames' ``countryInfo.txt`` (e.g. TR, CY's neighbours AM,
-AZ, GE → Asia; RU → Europe; EG → Africa; PA → North America; TL → Oceania; the Antarctic
-territories AQ, BV, GS, HM, TF → Antarctica). :data:`CONTINENT_OF_COUNTRY` covers every ISO
-3166-1 code plus XK (Kosovo), so every code the bundled city file can return is mapped.
+The continent of a country is the delta contract's table
+(:data:`jobpulse.delta.CONTINENT_OF_COUNTRY`), shared with the producer's place sampler.
 """
 
 from __future__ import annotations
@@ -17,46 +15,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from jobpulse.delta import CONTINENTS
+from jobpulse.delta import CONTINENT_OF_COUNTRY
 from jobpulse.offer import UNKNOWN
-
-# Every continent name the dataflow can produce besides UNKNOWN; the delta contract owns them.
-AFRICA, ANTARCTICA, ASIA, EUROPE, NORTH_AMERICA, OCEANIA, SOUTH_AMERICA = CONTINENTS
-
-_BY_CONTINENT: dict[str, str] = {
-    AFRICA: (
-        "AO BF BI BJ BW CD CF CG CI CM CV DJ DZ EG EH ER ET GA GH GM GN GQ GW KE KM LR LS LY "
-        "MA MG ML MR MU MW MZ NA NE NG RE RW SC SD SH SL SN SO SS ST SZ TD TG TN TZ UG YT ZA "
-        "ZM ZW"
-    ),
-    ANTARCTICA: "AQ BV GS HM TF",
-    ASIA: (
-        "AE AF AM AZ BD BH BN BT CC CN GE HK ID IL IN IO IQ IR JO JP KG KH KP KR KW KZ LA LB "
-        "LK MM MN MO MV MY NP OM PH PK PS QA SA SG SY TH TJ TM TR TW UZ VN YE"
-    ),
-    EUROPE: (
-        "AD AL AT AX BA BE BG BY CH CS CY CZ DE DK EE ES FI FO FR GB GG GI GR HR HU IE IM IS "
-        "IT JE LI LT LU LV MC MD ME MK MT NL NO PL PT RO RS RU SE SI SJ SK SM UA VA XK"
-    ),
-    NORTH_AMERICA: (
-        "AG AI AN AW BB BL BM BQ BS BZ CA CR CU CW DM DO GD GL GP GT HN HT JM KN KY LC MF MQ "
-        "MS MX NI PA PM PR SV SX TC TT US VC VG VI"
-    ),
-    OCEANIA: (
-        "AS AU CK CX FJ FM GU KI MH MP NC NF NR NU NZ PF PG PN PW SB TK TL TO TV UM VU WF WS"
-    ),
-    SOUTH_AMERICA: "AR BO BR CL CO EC FK GF GY PE PY SR UY VE",
-}
-
-#: ISO 3166-1 alpha-2 country code → GeoNames continent name.
-CONTINENT_OF_COUNTRY: dict[str, str] = {
-    code: continent for continent, codes in _BY_CONTINENT.items() for code in codes.split()
-}
-
-
-def continent_of(country_code: str) -> str:
-    """The continent of a country code; :data:`UNKNOWN` for a code not in the table."""
-    return CONTINENT_OF_COUNTRY.get(country_code, UNKNOWN)
 
 
 class Geocoder:

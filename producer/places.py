@@ -13,7 +13,7 @@ more than regions whose people live in few large cities (Africa, South Asia).
 
 Offers use a place's own coordinates, so the dataflow's reverse geocoder maps them back to
 that same place (and its country and continent). The country → continent table is the
-dataflow's (:func:`jobpulse.dataflows.geocoding.continent_of`), so both sides agree.
+dataflow's (:func:`jobpulse.delta.continent_of`), so both sides agree.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from jobpulse.dataflows.geocoding import continent_of
+from jobpulse.delta import continent_of
 from jobpulse.errors import JobpulseError
 from jobpulse.offer import UNKNOWN
 

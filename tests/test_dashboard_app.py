@@ -6,6 +6,7 @@ import time
 
 from bokeh.models import Legend
 
+from jobpulse import breakdown as breakdown_table
 from jobpulse.dashboard import app
 from jobpulse.dashboard import view_model as vm
 from jobpulse.delta import Cell
@@ -52,7 +53,7 @@ def test_redis_never_read_shows_dashes_and_no_empty_note() -> None:
     session = app.DashboardSession(SETTINGS, never)
     assert not session.empty_note.visible
     assert 'data-testid="open-offers">–<' in session.cards.text
-    assert set(session.table_source.data[vm.TOTAL_COLUMN]) == {None}
+    assert set(session.table_source.data[breakdown_table.TOTAL_COLUMN]) == {None}
     assert "nothing has been read yet" in app.banner_html(never, SETTINGS)
     empty = vm.Snapshot(breakdown=Breakdown(counts={}), redis_ok=True)
     session.apply(empty)

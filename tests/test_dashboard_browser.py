@@ -26,9 +26,9 @@ from confluent_kafka import Producer
 from conftest import REPO, CliRunner, PrivateRedis, free_port, spawn_cli
 
 from jobpulse import processes
-from jobpulse.dashboard.app import SHORT_NAMES
-from jobpulse.delta import Cell
-from jobpulse.offer import Offer, Op
+from jobpulse.breakdown import continent_label
+from jobpulse.delta import CONTINENTS, Cell
+from jobpulse.offer import UNKNOWN, Offer, Op
 from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress, Store
 
@@ -156,7 +156,7 @@ def number(text: str) -> int:
 
 def page_table(page: Any) -> dict[str, dict[str, int]]:
     """The breakdown table as shown: {row: {column title: n}} (Total row/column included)."""
-    short_to_name = {short: name for name, short in SHORT_NAMES.items()}
+    short_to_name = {continent_label(name): name for name in (*CONTINENTS, UNKNOWN)}
     headers = [
         short_to_name.get(t.strip(), t.strip())
         for t in page.locator(f"{TABLE} .slick-header-column").all_inner_texts()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jobpulse import breakdown as breakdown_table
 from jobpulse.dashboard import view_model as vm
 from jobpulse.delta import Cell
 from jobpulse.offer import UNKNOWN
@@ -17,52 +18,12 @@ COUNTS = {
 }
 
 
-def test_table_rows_are_categories_by_total_with_unknown_last_then_total() -> None:
-    table = vm.table_columns(COUNTS)
-    # Tech 7 and Business 7 tie → by name; Admin 7 too; Unknown (10) is still last.
-    assert table[vm.CATEGORY_COLUMN] == ["Admin", "Business", "Tech", UNKNOWN, vm.TOTAL]
-
-
-def test_table_columns_are_fixed_continents_then_unknown() -> None:
-    table = vm.table_columns(COUNTS)
-    continents = [k for k in table if k not in (vm.CATEGORY_COLUMN, vm.TOTAL_COLUMN)]
-    assert continents == [*vm.CONTINENTS, UNKNOWN]
-    assert next(iter(table)) == vm.CATEGORY_COLUMN
-    assert list(table)[-1] == vm.TOTAL_COLUMN
-
-
-def test_table_cells_and_totals_match_the_breakdown() -> None:
-    table = vm.table_columns(COUNTS)
-    rows = table[vm.CATEGORY_COLUMN]
-    for i, category in enumerate(rows[:-1]):
-        for continent in [*vm.CONTINENTS, UNKNOWN]:
-            assert table[continent][i] == COUNTS[category].get(continent, 0)
-        assert table[vm.TOTAL_COLUMN][i] == sum(COUNTS[category].values())
-    total_row = len(rows) - 1
-    assert table["Europe"][total_row] == 5 + 9 + 3
-    assert table[UNKNOWN][total_row] == 1
-    assert table["Antarctica"][total_row] == 0
-    grand_total = sum(n for row in COUNTS.values() for n in row.values())
-    assert table[vm.TOTAL_COLUMN][total_row] == grand_total
-    assert grand_total == Breakdown(counts=COUNTS).total
-
-
-def test_unexpected_continent_gets_its_own_column_before_unknown() -> None:
-    table = vm.table_columns({"Tech": {"Atlantis": 2, UNKNOWN: 1}})
-    continents = [k for k in table if k not in (vm.CATEGORY_COLUMN, vm.TOTAL_COLUMN)]
-    assert continents[-2:] == ["Atlantis", UNKNOWN]
-    assert table["Atlantis"] == [2, 2]
-
-
-def test_zero_cells_do_not_make_rows() -> None:
-    table = vm.table_columns({"Tech": {"Europe": 0}, "Retail": {"Asia": 1}})
-    assert table[vm.CATEGORY_COLUMN] == ["Retail", vm.TOTAL]
-
-
 def test_empty_breakdown_is_a_total_row_of_zeros() -> None:
-    table = vm.table_columns({})
-    assert table[vm.CATEGORY_COLUMN] == [vm.TOTAL]
-    assert all(values == [0] for key, values in table.items() if key != vm.CATEGORY_COLUMN)
+    table = breakdown_table.table_columns({})
+    assert table[breakdown_table.CATEGORY_COLUMN] == [breakdown_table.TOTAL]
+    assert all(
+        values == [0] for key, values in table.items() if key != breakdown_table.CATEGORY_COLUMN
+    )
     assert vm.stacked_bar_columns({}) == {
         k: [] for k in ("continent", "category", "bottom", "top", "n", "color")
     }
@@ -75,9 +36,11 @@ def test_redis_never_read_is_unknown_not_zero() -> None:
     assert vm.redis_never_read(never)
     assert vm.headline(never) == vm.UNKNOWN_HEADLINE
     assert vm.headline(never).open_offers is None and vm.headline(never).dlq is None
-    table = vm.table_columns({}, known=False)
-    assert table[vm.CATEGORY_COLUMN] == [vm.TOTAL]
-    assert all(values == [None] for key, values in table.items() if key != vm.CATEGORY_COLUMN)
+    table = breakdown_table.table_columns({}, known=False)
+    assert table[breakdown_table.CATEGORY_COLUMN] == [breakdown_table.TOTAL]
+    assert all(
+        values == [None] for key, values in table.items() if key != breakdown_table.CATEGORY_COLUMN
+    )
     cols = vm.partition_columns({}, {0: 4, 1: 9}, 2, known=False)
     assert cols["end"] == [4, 9]
     assert cols["offset"] == cols["lag"] == cols["records"] == cols["dlq"] == [None, None]
@@ -186,12 +149,11 @@ def test_continent_names_have_one_owner_and_the_dashboard_stays_light() -> None:
     import subprocess
     import sys
 
-    from jobpulse import delta
-    from jobpulse.dataflows import geocoding
+    from jobpulse import breakdown, delta
 
     assert vm.CONTINENTS is delta.CONTINENTS
-    assert geocoding.CONTINENTS is delta.CONTINENTS
-    assert geocoding.NORTH_AMERICA == "North America" and len(delta.CONTINENTS) == 7
+    assert breakdown.CONTINENTS is delta.CONTINENTS
+    assert delta.NORTH_AMERICA == "North America" and len(delta.CONTINENTS) == 7
     # The dashboard must not pull in the dataflow (bytewax, reverse_geocoder) to get them.
     probe = (
         "import sys, jobpulse.dashboard.app, jobpulse.dashboard.server; "
@@ -210,11 +172,6 @@ def test_end_offset_is_never_below_the_processed_offset() -> None:
     assert cols["end"] == [120, 9]
     assert cols["lag"] == [0, 4]
     assert all(end >= offset for end, offset in zip(cols["end"], cols["offset"], strict=True))
-
-
-def test_longest_category_counts_the_total_row_too() -> None:
-    assert vm.longest_category({"Marketing / Communication": {"Europe": 1}}) == 25
-    assert vm.longest_category({}) == len(vm.TOTAL)
 
 
 def test_only_a_window_still_open_is_marked_filling() -> None:

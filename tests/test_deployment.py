@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from jobpulse import settings as settings_module
-from jobpulse.cli import app
+from jobpulse.cli.main import app
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobpulse.dataflows.geocoding import (
-    CONTINENT_OF_COUNTRY,
-    CONTINENTS,
-    Geocoder,
-    continent_of,
-    continents,
-)
+from jobpulse.dataflows.geocoding import Geocoder, continents
+from jobpulse.delta import CONTINENT_OF_COUNTRY, CONTINENTS, continent_of
 from jobpulse.offer import UNKNOWN
 
 PLACES = [

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from conftest import CliRunner
 
-from jobpulse.dataflows.geocoding import CONTINENTS, continent_of
+from jobpulse.delta import CONTINENTS, continent_of
 from jobpulse.offer import UNKNOWN, Offer, Op
 from jobpulse.producer.places import load_places
 from jobpulse.producer.synthetic import Lifecycle, SyntheticStream

@@ -9,7 +9,7 @@ from itertools import islice
 
 import pytest
 
-from jobpulse.dataflows.geocoding import CONTINENTS, continent_of
+from jobpulse.delta import CONTINENTS, continent_of
 from jobpulse.errors import UsageError
 from jobpulse.offer import Offer, Op
 from jobpulse.producer.delivery import Pacer, PlainProgress, RichProgress, progress_line

@@ -149,7 +149,7 @@ def test_settings_are_immutable_and_hashable() -> None:
 
 
 def test_global_flags_are_the_settings_marked_as_flags() -> None:
-    from jobpulse.cli import app
+    from jobpulse.cli.main import app
 
     command = typer.main.get_command(app)
     flags = {p.name: p.opts for p in command.params if p.name in Settings.model_fields}

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Annotated
 
 import typer
 
@@ -143,3 +143,23 @@ def run(settings: Settings, *, rate: float, show: bool) -> int:
         _say(f"jobpulse demo: {failure[0]}", err=True, fg="red")
         return 1
     return 0
+
+
+def demo(
+    ctx: typer.Context,
+    rate: Annotated[
+        float, typer.Option(help="Synthetic offers per second.", min=0.1, max=100_000)
+    ] = 20.0,
+    port: Annotated[
+        int | None, typer.Option(help="Dashboard port (env JOBPULSE_DASHBOARD_PORT).", min=0)
+    ] = None,
+    show: Annotated[bool, typer.Option("--show/--no-show", help="Open a browser tab.")] = False,
+) -> None:
+    """The whole pipeline to watch: stack, topics, dataflow, synthetic producer, dashboard.
+
+    Starts (or reuses) Kafka and Redis, creates the topics, runs `jobpulse run` and
+    `jobpulse produce --synthetic` in the background and serves the dashboard. Ctrl-C stops
+    everything it started.
+    """
+    settings: Settings = ctx.obj.with_overrides(dashboard_port=port)
+    raise typer.Exit(run(settings, rate=rate, show=show))

@@ -1,4 +1,4 @@
-"""The breakdown table: continents in canonical order, row and column totals, 80 columns."""
+"""``jobpulse breakdown``'s table: the shared view model drawn for an 80-column terminal."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 from rich.console import Console
 
-from jobpulse.dataflows.geocoding import CONTINENTS
-from jobpulse.dataflows.tables import breakdown_table, print_breakdown
+from jobpulse.cli.breakdown import breakdown_table, print_breakdown
+from jobpulse.delta import CONTINENTS
 from jobpulse.offer import UNKNOWN
 from jobpulse.store import Breakdown
 
@@ -108,13 +108,13 @@ def test_numbers_are_right_aligned() -> None:
     assert number_ends("Retail") == number_ends("Tech") == number_ends("Total")
 
 
-def test_table_columns_are_the_short_continent_names() -> None:
+def test_table_headers_are_the_shared_continent_labels() -> None:
     table = breakdown_table(Breakdown(counts={"Tech": {c: 1 for c in (*CONTINENTS, UNKNOWN)}}))
     headers = [str(column.header) for column in table.columns]
     assert headers == [
         "Category",
         "Africa",
-        "Antarct.",
+        "Antarctica",
         "Asia",
         "Europe",
         "N. Amer.",

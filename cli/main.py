@@ -1,7 +1,8 @@
-"""The ``jobpulse`` command: global settings flags, then one sub-command per component.
+"""The ``jobpulse`` command: global settings flags, then the commands of every component.
 
-Each component owns its commands in its own ``cli.py`` and registers them here; heavy
-imports (bytewax, panel) happen inside the commands so ``--help`` stays fast.
+Each component owns its commands in its own ``cli.py`` and registers them here, next to the
+two that span components (``breakdown``, ``demo``); heavy imports (bytewax, panel) happen
+inside the commands so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import typer
 from pydantic.fields import FieldInfo
 
 from jobpulse import settings as settings_module
+from jobpulse.cli.breakdown import breakdown
+from jobpulse.cli.demo import demo
 from jobpulse.dashboard import cli as dashboard_cli
 from jobpulse.dataflows import cli as dataflows_cli
 from jobpulse.errors import JobpulseError, error_line
@@ -59,8 +62,11 @@ global_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 app.callback()(global_options)
 
 
-for component in (stack_cli, producer_cli, dataflows_cli, dashboard_cli):
+for component in (stack_cli, producer_cli, dataflows_cli):
     component.register(app)
+app.command("breakdown")(breakdown)
+dashboard_cli.register(app)
+app.command("demo")(demo)
 
 
 def main() -> None:
