@@ -66,7 +66,7 @@ stack-down: venv ## Stop the Kafka + Redis that stack-up started
 stack-status: venv ## Is the local stack up?
 	$(BIN)/jobpulse stack status
 
-bench: install ## Benchmarks: dataflow throughput, state size, producer rates (prints numbers)
+bench: install ## Benchmarks: dataflow vs a plain loop, throughput, state size, producer rates, dashboard load (prints numbers)
 	$(BIN)/python -m benchmarks
 
 clean: ## Remove the virtualenv and tool caches (not the stack state in .jobpulse/)

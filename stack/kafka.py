@@ -7,7 +7,6 @@ source tree; the broker configuration is generated into the state dir on every s
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from jobpulse import processes
+from jobpulse.cache import cache_root
 from jobpulse.errors import JobpulseError
 from jobpulse.processes import PidRecord, Tool
 from jobpulse.settings import Settings
@@ -30,13 +30,6 @@ JAVA = Tool("java", "run `make deps` or apt-get install openjdk-17-jre-headless"
 MAVEN = Tool("mvn", "run `make deps` or apt-get install maven")
 POM = Path(__file__).with_name("pom.xml")
 _VERSION_FLAG = "-Djobpulse.kafka.version="
-
-
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/jobpulse`` (default ``~/.cache/jobpulse``): downloads shared by clones."""
-    # XDG_CACHE_HOME is the OS convention for caches, not jobpulse configuration.
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "jobpulse"
 
 
 def libs_dir() -> Path:

@@ -5,9 +5,19 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from jobpulse.dataflows.geocoding import Geocoder, continents
+from jobpulse.dataflows.geocoding import (
+    ANSWERS,
+    FINE_DEG,
+    UNCERTAIN,
+    Geocoder,
+    Places,
+    build_grid,
+    cache_path,
+    continents,
+)
 from jobpulse.delta import CONTINENT_OF_COUNTRY, CONTINENTS, continent_of
 from jobpulse.offer import UNKNOWN
 
@@ -85,3 +95,91 @@ def test_table_uses_only_the_seven_continent_names_and_unknown_codes_are_unknown
     assert set(CONTINENT_OF_COUNTRY.values()) == set(CONTINENTS)
     assert all(len(code) == 2 and code.isupper() for code in CONTINENT_OF_COUNTRY)
     assert continent_of("ZZ") == UNKNOWN
+
+
+# -- the grid answers exactly what the k-d tree answers ----------------------------------
+#: Where continents meet (straits, isthmuses, an enclave, islands, the date line, the poles):
+#: the cells a coarse lookup would get wrong if it were not exact.
+BORDERS = [
+    ("Istanbul, European side", 41.0369, 28.9850),
+    ("Istanbul, Asian side", 41.0214, 29.0410),
+    ("Bosporus", 41.12, 29.07),
+    ("Vatican", 41.9029, 12.4534),
+    ("Gibraltar", 36.1408, -5.3536),
+    ("Ceuta", 35.8894, -5.3213),
+    ("Strait of Gibraltar", 35.96, -5.5),
+    ("Panama City", 8.9824, -79.5199),
+    ("Darién Gap", 7.9, -77.3),
+    ("Suez", 29.9668, 32.5498),
+    ("Sinai", 29.5, 33.8),
+    ("Bering Strait", 65.75, -168.9),
+    ("Diomede", 65.76, -169.0),
+    ("Honolulu", 21.3069, -157.8583),
+    ("McMurdo Station", -77.84, 166.68),
+    ("North Pole", 90.0, 0.0),
+    ("South Pole", -90.0, 180.0),
+    ("Date line", 0.0, -180.0),
+    ("Date line east", 0.0, 180.0),
+    ("Ural river", 51.2, 51.4),
+    ("Caucasus", 42.5, 44.5),
+    ("Torres Strait", -10.0, 142.5),
+]
+
+
+def _tree_codes(points: np.ndarray) -> np.ndarray:
+    """The reference: reverse_geocoder's own tree and places, mapped through the contract."""
+    import reverse_geocoder
+
+    library = reverse_geocoder.RGeocoder(mode=1, verbose=False)
+    _, indices = library.tree.query(points, k=1)
+    countries = [library.locations[i]["cc"] for i in indices.tolist()]
+    return np.array([ANSWERS.index(continent_of(cc)) for cc in countries], dtype=np.uint8)
+
+
+def test_a_million_random_points_get_the_trees_answer() -> None:
+    rng = np.random.default_rng(20261130)
+    anywhere = np.column_stack([rng.uniform(-90, 90, 600_000), rng.uniform(-180, 180, 600_000)])
+    # Near places too: where offers are, and where continents meet on land.
+    library_points = Places.from_library().coordinates
+    near = library_points[rng.integers(0, len(library_points), 400_000)]
+    near = near + rng.normal(0, 0.2, near.shape)
+    near[:, 0] = near[:, 0].clip(-90, 90)
+    near[:, 1] = near[:, 1].clip(-180, 180)
+    points = np.concatenate([anywhere, near])
+    expected = _tree_codes(points)
+    got = Geocoder.continent_codes(points)
+    wrong = np.flatnonzero(got != expected)
+    assert wrong.size == 0, [(tuple(points[i]), ANSWERS[got[i]]) for i in wrong[:5]]
+    # And the grid did the work: few points needed the tree.
+    certain = Geocoder._grid[  # type: ignore[index]
+        np.minimum(((points[:, 0] + 90) / FINE_DEG).astype(int), 1799),
+        np.minimum(((points[:, 1] + 180) / FINE_DEG).astype(int), 3599),
+    ]
+    assert (certain == UNCERTAIN).mean() < 0.02
+
+
+@pytest.mark.parametrize(("name", "lat", "lon"), BORDERS)
+def test_border_cases_and_cell_edges_get_the_trees_answer(
+    name: str, lat: float, lon: float
+) -> None:
+    # The point itself and points on the edges and corners of its cell and the next ones.
+    edges = [
+        (min(max(lat + dlat, -90.0), 90.0), min(max(lon + dlon, -180.0), 180.0))
+        for dlat in (0.0, -0.05, 0.05)
+        for dlon in (0.0, -0.05, 0.05)
+    ]
+    snapped = [
+        (min(max(round(a / FINE_DEG) * FINE_DEG, -90.0), 90.0), round(o / FINE_DEG) * FINE_DEG)
+        for a, o in edges
+    ]
+    points = np.array([*edges, *snapped])
+    assert Geocoder.continent_codes(points).tolist() == _tree_codes(points).tolist(), name
+
+
+def test_the_cached_grid_is_the_grid_built_from_the_library() -> None:
+    Geocoder.continent_codes([(0.0, 0.0)])
+    assert cache_path().is_file()
+    with np.load(cache_path()) as cached:
+        assert np.array_equal(cached["grid"], build_grid(Places.from_library()))
+    # The key changes with what the grid is computed from.
+    assert cache_path().name.startswith("places-grid-")
