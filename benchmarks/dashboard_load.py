@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import re
 import signal
 import socket
 import subprocess
@@ -37,11 +36,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-import orjson
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from jobpulse import delta
+from benchmarks import _bokeh_session as bokeh_session
+from jobpulse import delta, processes
 from jobpulse import settings as settings_module
 from jobpulse.delta import Cell
 from jobpulse.offer import UNKNOWN
@@ -50,22 +48,10 @@ from jobpulse.store import PartitionProgress, Store, WindowCounts
 
 CATEGORIES = ["Tech", "Business", "Retail", "Admin", "Marketing / Communication", "Unknown"]
 CONTINENTS = [*delta.CONTINENTS, UNKNOWN]
-#: The session token BokehJS reads from the page to open the websocket.
-TOKEN_RE = re.compile(r'"token":"([^"]+)"')
+#: The page's HTML may be slow to come under load; it is measured, not cut short.
+HTML_TIMEOUT_S = 120.0
 #: A document that has not arrived by then will not (the server failed to serialize it).
 PULL_TIMEOUT_S = 60.0
-#: In a document's JSON once the page's models are there (the breakdown table's name).
-PAGE_MARK = "breakdown-table"
-#: What BokehJS sends once it has shown a document (``PATCH-DOC`` content).
-DOCUMENT_READY = {
-    "events": [
-        {
-            "kind": "MessageSent",
-            "msg_type": "bokeh_event",
-            "msg_data": {"type": "event", "name": "document_ready", "values": {"type": "map"}},
-        }
-    ]
-}
 
 
 # -- results ---------------------------------------------------------------------------
@@ -142,7 +128,7 @@ def fill(store: Store, window_seconds: int) -> None:
 
 
 @contextlib.contextmanager
-def running_dashboard(settings: Settings, processes: int | None, log: IO[bytes]) -> Iterator[str]:
+def running_dashboard(settings: Settings, workers: int | None, log: IO[bytes]) -> Iterator[str]:
     """``jobpulse dashboard`` in a subprocess on a free port until the block ends; its URL.
 
     Its output goes to ``log`` (a pipe nobody reads would block it once full).
@@ -150,8 +136,8 @@ def running_dashboard(settings: Settings, processes: int | None, log: IO[bytes])
     port = free_port()
     command = [sys.executable, "-m", "jobpulse", "dashboard", "--host", "127.0.0.1"]
     command += ["--port", str(port)]
-    if processes is not None:
-        command += ["--processes", str(processes)]
+    if workers is not None:
+        command += ["--processes", str(workers)]
     process = subprocess.Popen(
         command, env=child_env(settings), stdin=subprocess.DEVNULL, stdout=log, stderr=log
     )
@@ -190,79 +176,19 @@ def logged_errors(log: IO[bytes]) -> list[str]:
 
 # -- one page load, as the browser does it ---------------------------------------------
 async def load_page(client: AsyncHTTPClient, url: str, pull: bool) -> PageLoad:
-    """``GET /`` then (``pull``) the page's websocket until the page's models came."""
+    """``GET /`` then (``pull``) the page's websocket until the page's models came (see
+    :mod:`benchmarks._bokeh_session`)."""
     began = time.perf_counter()
-    response = await client.fetch(url, request_timeout=120)
+    page_html = await bokeh_session.fetch_page(client, url, timeout_s=HTML_TIMEOUT_S)
     html_s = time.perf_counter() - began
     if not pull:
         return PageLoad(html_s, None)
-    match = TOKEN_RE.search(response.body.decode())
     try:
-        if match is None:
-            raise RuntimeError("no session token in the page")
-        await asyncio.wait_for(pull_document(url, match.group(1)), PULL_TIMEOUT_S)
+        token = bokeh_session.session_token(page_html)
+        await bokeh_session.pull_document(url, token, timeout_s=PULL_TIMEOUT_S)
     except (RuntimeError, TimeoutError, OSError) as exc:
         return PageLoad(html_s, None, error=f"{type(exc).__name__}: {exc}")
     return PageLoad(html_s, time.perf_counter() - began)
-
-
-async def pull_document(url: str, token: str) -> None:
-    """Open the page's Bokeh websocket and wait until the page's models have arrived.
-
-    That is the ``PULL-DOC-REPLY`` when the document already holds them, or else the
-    ``PATCH-DOC`` that brings them later: like BokehJS, this says ``document_ready`` once it
-    has the document, and a server may build the page only then.
-    """
-    origin = url.rstrip("/")
-    request = HTTPRequest(
-        "ws" + origin.removeprefix("http") + "/ws",
-        headers={"Origin": origin},
-        request_timeout=120,
-    )
-    conn = await websocket_connect(request, subprotocols=["bokeh", token])
-    try:
-        await read_bokeh_message(conn)  # ACK
-        pull = await send_bokeh_message(conn, "PULL-DOC-REQ", {})
-        while True:
-            header, content = await read_bokeh_message(conn)
-            if header.get("msgtype") == "ERROR":
-                raise RuntimeError(f"the server answered an error: {content[:300]!r}")
-            if header.get("msgtype") in ("PULL-DOC-REPLY", "PATCH-DOC") and PAGE_MARK in content:
-                return
-            if header.get("reqid") == pull:
-                await send_bokeh_message(conn, "PATCH-DOC", DOCUMENT_READY)
-    finally:
-        conn.close()
-
-
-async def send_bokeh_message(
-    conn: WebSocketClientConnection, msgtype: str, content: dict[str, object]
-) -> str:
-    """Send one Bokeh protocol message (no metadata, no buffers); its ``msgid``."""
-    msgid = uuid.uuid4().hex
-    for frame in ({"msgid": msgid, "msgtype": msgtype}, {}, content):
-        await conn.write_message(orjson.dumps(frame).decode())
-    return msgid
-
-
-async def read_bokeh_message(conn: WebSocketClientConnection) -> tuple[dict[str, object], str]:
-    """Read one Bokeh protocol message (header, metadata, content, buffers).
-
-    Returns its header and its content (as received, JSON text).
-    """
-    frames: list[str | bytes] = []
-    for _ in range(3):
-        frame = await conn.read_message()
-        if frame is None:
-            raise RuntimeError("the websocket closed")
-        frames.append(frame)
-    header: dict[str, object] = orjson.loads(frames[0])
-    buffers = header.get("num_buffers", 0)
-    for _ in range(2 * (buffers if isinstance(buffers, int) else 0)):
-        if await conn.read_message() is None:
-            raise RuntimeError("the websocket closed mid-message")
-    content = frames[2]
-    return header, content if isinstance(content, str) else content.decode()
 
 
 # -- health probes ---------------------------------------------------------------------

@@ -105,11 +105,6 @@ class Feed:
 
         return unsubscribe
 
-    @property
-    def listener_count(self) -> int:
-        with self._lock:
-            return len(self._listeners)
-
     def _update(self, **changes: object) -> None:
         """Replace fields of the current snapshot and push it to every listener."""
         with self._lock:
@@ -177,7 +172,9 @@ class Feed:
                 _close(pubsub, store)
                 store, pubsub = None, None
                 self._samples.clear()
-                self._update(redis_ok=False, redis_error=_one_line(exc), records_per_s=None)
+                self._update(
+                    redis_ok=False, redis_error=error_text(self.settings, exc), records_per_s=None
+                )
                 self._stop.wait(self.tick_s)
         _close(pubsub, store)
 
@@ -185,7 +182,9 @@ class Feed:
     def _kafka_loop(self) -> None:
         # Reachability is reported on the page instead of by error callbacks.
         admin = kafka.admin(self.settings, error_cb=lambda _err: None)
+        checks = 0
         while not self._stop.is_set():
+            checks += 1
             try:
                 watermarks = high_watermarks(admin, self.settings.offers_topic, timeout=2.0)
                 self._update(
@@ -193,13 +192,15 @@ class Feed:
                     kafka_ok=True,
                     kafka_error=None,
                     offers_topic_missing=watermarks is None,
+                    kafka_checks=checks,
                 )
             except KafkaException as exc:
                 self._update(
                     high_watermarks=None,
                     kafka_ok=False,
-                    kafka_error=_one_line(exc),
+                    kafka_error=error_text(self.settings, exc),
                     offers_topic_missing=False,
+                    kafka_checks=checks,
                 )
             self._stop.wait(self.kafka_every_s)
 
@@ -227,5 +228,8 @@ def _close(pubsub: redis.client.PubSub | None, store: Store | None) -> None:
                 closeable.close()
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+def error_text(settings: Settings, exc: BaseException) -> str:
+    """``exc`` as the page shows it: one line, every secret of ``settings`` masked (the
+    Redis and Kafka clients' messages may quote a URL or a configuration), then cut to 200
+    characters (after masking, so the cut never leaves part of a secret)."""
+    return settings.scrub(" ".join(str(exc).split()))[:200] or type(exc).__name__

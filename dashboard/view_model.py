@@ -54,12 +54,16 @@ class Snapshot:
     #: Kafka high watermark per offers partition; ``None`` when Kafka was not asked/answered.
     high_watermarks: Mapping[int, int] | None = None
     redis_ok: bool = False
+    #: Why Redis is unreachable: one line, secrets masked (shown in the banner).
     redis_error: str | None = None
     #: ``None`` until the first Kafka check finished.
     kafka_ok: bool | None = None
+    #: Why Kafka is unreachable: one line, secrets masked (shown beside Kafka's status).
     kafka_error: str | None = None
     #: Kafka answered and has no offers topic (the dashboard never creates it).
     offers_topic_missing: bool = False
+    #: How many Kafka checks finished so far (on the page for the browser tests to wait on).
+    kafka_checks: int = 0
     records_per_s: float | None = None
     #: Wall-clock time (epoch s) the snapshot was taken.
     taken_at: float = 0.0
@@ -257,7 +261,11 @@ def age_text(seconds: float | None) -> str:
 
 
 def format_window(start_ms: int | None) -> str:
-    """``"10:42 UTC"`` for a window start, ``"–"`` when there is none."""
+    """``"10:42:00 UTC"`` for a window start, ``"–"`` when there is none.
+
+    With seconds: windows are ``JOBPULSE_WINDOW_SECONDS`` long (60 by default, but any
+    number of seconds), so a window may start at 10:42:30.
+    """
     if start_ms is None:
         return "–"
     return datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime("%H:%M:%S UTC")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import time
 
+import redis
 from bokeh.models import Legend
+from confluent_kafka import KafkaError, KafkaException
+from conftest import free_port
 
 from jobpulse import breakdown as breakdown_table
 from jobpulse.dashboard import app
 from jobpulse.dashboard import view_model as vm
+from jobpulse.dashboard.feed import Feed, error_text
 from jobpulse.delta import Cell
 from jobpulse.settings import load
 from jobpulse.store import Breakdown, PartitionProgress, WindowCounts
@@ -85,3 +90,63 @@ def test_lag_is_never_negative_when_kafka_end_offsets_are_older() -> None:
     session = app.DashboardSession(SETTINGS, snapshot)
     assert session.partition_source.data["end"][0] == 50
     assert session.partition_source.data["lag"][0] == 0
+
+
+def _kafka_status(status: str) -> str:
+    """The Kafka part of the health row's HTML (up to the next item)."""
+    return status[status.index('data-testid="kafka-status"') : status.index("Last update")]
+
+
+def test_why_kafka_is_unreachable_is_shown_beside_its_status() -> None:
+    error = 'KafkaError{code=_TRANSPORT,val=-195,str="Failed to get metadata: <transport>"}'
+    down = vm.Snapshot(redis_ok=True, kafka_ok=False, kafka_error=error)
+    session = app.DashboardSession(SETTINGS, down)
+    kafka = _kafka_status(session.status.text)
+    assert "Kafka unreachable" in kafka
+    assert f'data-testid="kafka-error">({html.escape(error)})<' in kafka
+    # Once Kafka answers, the reason goes.
+    session.apply(vm.Snapshot(redis_ok=True, kafka_ok=True))
+    assert "kafka-error" not in session.status.text
+    assert "Kafka reachable" in _kafka_status(session.status.text)
+
+
+def test_the_feed_masks_secrets_in_the_errors_it_shows() -> None:
+    settings = load(
+        env={
+            "JOBPULSE_REDIS_URL": "redis://default:hunter2secret@redis.example:6379/0",
+            "JOBPULSE_KAFKA__SASL__PASSWORD": "kafkapass99",
+        }
+    )
+    kafka = KafkaException(KafkaError(KafkaError._AUTHENTICATION, "SASL kafkapass99\nrefused"))
+    shown = error_text(settings, kafka)
+    assert "kafkapass99" not in shown and "***" in shown
+    assert "\n" not in shown, "one line"
+    url = redis.ConnectionError("Error connecting to redis://default:hunter2secret@redis.example")
+    assert "hunter2secret" not in error_text(settings, url)
+    # Masked before the cut to 200 characters: no piece of a secret at the end either.
+    long = error_text(settings, RuntimeError("x" * 195 + " kafkapass99"))
+    assert len(long) <= 200 and "kafk" not in long
+    assert error_text(settings, RuntimeError()) == "RuntimeError"
+
+
+def test_an_unreachable_kafka_reaches_the_page_with_its_reason() -> None:
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens on either
+    settings = load(
+        env={
+            "JOBPULSE_KAFKA_BOOTSTRAP": nowhere,
+            "JOBPULSE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    )
+    feed = Feed(settings, kafka_every_s=0.5).start()
+    try:
+        deadline = time.monotonic() + 20
+        while feed.latest.kafka_ok is not False:
+            assert time.monotonic() < deadline, "the feed never reported Kafka unreachable"
+            time.sleep(0.1)
+        snapshot = feed.latest
+    finally:
+        feed.stop()
+    assert snapshot.kafka_error and snapshot.kafka_checks >= 1
+    kafka = _kafka_status(app.status_html(snapshot, settings, time.time()))
+    assert f"({html.escape(snapshot.kafka_error)})" in kafka
+    assert f'data-checks="{snapshot.kafka_checks}"' in kafka

@@ -200,6 +200,16 @@ def wait_for_open_offers(page: Any, expected: int) -> float:
     return min(t for t, v in changes if number(v) == expected) / 1000
 
 
+def wait_for_kafka_checks(page: Any, checks: int, timeout_s: float = 20.0) -> None:
+    """Wait until the page says the dashboard finished ``checks`` Kafka checks (polled: the
+    attribute sits in a Div's shadow root, which Playwright's locators reach)."""
+    kafka = page.locator("[data-testid=kafka-status]")
+    deadline = time.monotonic() + timeout_s
+    while int(kafka.get_attribute("data-checks") or 0) < checks:
+        assert time.monotonic() < deadline, f"fewer than {checks} Kafka checks in {timeout_s} s"
+        page.wait_for_timeout(100)
+
+
 def produce(settings: Settings, offers: list[Offer]) -> None:
     producer = Producer(settings.kafka_client_config(acks="all", **{"enable.idempotence": True}))
     for offer in offers:
@@ -421,7 +431,9 @@ def test_a_missing_offers_topic_is_shown_and_never_created(
         open_dashboard(page, url)
         kafka = page.locator("[data-testid=kafka-status]")
         page.locator("[data-testid=kafka-status][data-ok=true]").wait_for(timeout=15_000)
-        time.sleep(7)  # two more end-offset polls (every 3 s) on the dashboard's Kafka thread
+        # Two more Kafka checks (every 3 s) on the dashboard's Kafka thread, each a chance
+        # to create the topic.
+        wait_for_kafka_checks(page, int(kafka.get_attribute("data-checks") or 0) + 2)
         assert topic not in admin.list_topics(timeout=10).topics, "the dashboard created it"
         assert kafka.get_attribute("data-topic-missing") == "true"
         assert "offers topic missing" in kafka.inner_text()

@@ -11,7 +11,7 @@
 
 Page loads here do what the browser does with the server: ``GET /``, then the page's Bokeh
 websocket with its session token, ``PULL-DOC-REQ`` and ``document_ready``, until the page's
-models arrive.
+models arrive (:mod:`benchmarks._bokeh_session`, shared with the load benchmark).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncio
 import base64
 import contextlib
 import http.client
-import re
 import signal
 import subprocess
 import time
@@ -37,9 +36,9 @@ import pytest
 from bokeh.core.validation import check_integrity
 from bokeh.document import Document
 from conftest import free_port, spawn_cli
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from benchmarks import _bokeh_session as bokeh_session
 from jobpulse import processes
 from jobpulse.dashboard import app
 from jobpulse.dashboard import view_model as vm
@@ -64,22 +63,8 @@ HOSTILE_NEXT = {
     "CRLF": "/%0D%0ASet-Cookie:%20x=1",
     "no leading slash": "evil.example",
 }
-#: The session token BokehJS reads from the page to open the websocket.
-TOKEN_RE = re.compile(r'"token":"([^"]+)"')
 #: Per request: generous, so only "never answers under load" fails, not a slow machine.
 REQUEST_TIMEOUT_S = 5.0
-#: In a document's JSON once the page's models are there (the breakdown table's name).
-PAGE_MARK = "breakdown-table"
-#: What BokehJS sends once it has shown a document (``PATCH-DOC`` content).
-DOCUMENT_READY = {
-    "events": [
-        {
-            "kind": "MessageSent",
-            "msg_type": "bokeh_event",
-            "msg_data": {"type": "event", "name": "document_ready", "values": {"type": "map"}},
-        }
-    ]
-}
 
 
 # -- HTTP helpers ----------------------------------------------------------------------
@@ -104,54 +89,10 @@ def request(
 
 
 async def load_page(client: AsyncHTTPClient, url: str) -> dict[str, Any]:
-    """What a browser does with the server to show the page, and the page's models.
-
-    ``GET /``; the websocket with the page's token; ``PULL-DOC-REQ``; ``document_ready``
-    once the document is there (BokehJS says so once it has shown it); then wait for the
-    message that brings the page's models (the pull reply, or a later ``PATCH-DOC``) and
-    return its content.
-    """
-    response = await client.fetch(url, request_timeout=60)
-    match = TOKEN_RE.search(response.body.decode())
-    assert match is not None, "no session token in the page"
-    origin = url.rstrip("/")
-    ws_request = HTTPRequest("ws" + origin.removeprefix("http") + "/ws", headers={"Origin": origin})
-    conn = await websocket_connect(ws_request, subprotocols=["bokeh", match.group(1)])
-    try:
-        await read_message(conn)  # ACK
-        pull = await send_message(conn, "PULL-DOC-REQ", {})
-        while True:
-            header, content = await read_message(conn)
-            assert header["msgtype"] != "ERROR", content
-            if PAGE_MARK in orjson.dumps(content).decode():
-                return content
-            if header.get("reqid") == pull:
-                await send_message(conn, "PATCH-DOC", DOCUMENT_READY)
-    finally:
-        conn.close()
-
-
-async def send_message(
-    conn: WebSocketClientConnection, msgtype: str, content: dict[str, Any]
-) -> str:
-    """Send one Bokeh protocol message (no metadata, no buffers); its ``msgid``."""
-    msgid = uuid.uuid4().hex
-    for frame in ({"msgid": msgid, "msgtype": msgtype}, {}, content):
-        await conn.write_message(orjson.dumps(frame).decode())
-    return msgid
-
-
-async def read_message(conn: WebSocketClientConnection) -> tuple[dict[str, Any], Any]:
-    """One Bokeh protocol message: (header, content); its buffers are skipped."""
-    frames = []
-    for _ in range(3):
-        frame = await asyncio.wait_for(conn.read_message(), 60)
-        assert frame is not None, "the websocket closed"
-        frames.append(frame)
-    header = orjson.loads(frames[0])
-    for _ in range(2 * header.get("num_buffers", 0)):
-        await conn.read_message()
-    return header, orjson.loads(frames[2])
+    """What a browser does with the server to show the page (see
+    :mod:`benchmarks._bokeh_session`): the content of the message that brought the page's
+    models."""
+    return orjson.loads(await bokeh_session.load_page(client, url, timeout_s=60))
 
 
 def pull_page(url: str) -> dict[str, Any]:

@@ -179,3 +179,10 @@ def test_only_a_window_still_open_is_marked_filling() -> None:
     assert vm.filling_window(windows, 60, now=61.0) == 60_000  # 1 s into the newest window
     assert vm.filling_window(windows, 60, now=120.0) is None  # it closed
     assert vm.filling_window([], 60, now=0.0) is None
+
+
+def test_window_starts_are_shown_to_the_second() -> None:
+    assert vm.format_window(None) == "–"
+    assert vm.format_window(0) == "00:00:00 UTC"
+    # A 90 s window (JOBPULSE_WINDOW_SECONDS may be any number of seconds) starts at :30.
+    assert vm.format_window(90_000) == "00:01:30 UTC"
