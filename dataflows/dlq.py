@@ -95,7 +95,10 @@ def _cut(data: bytes, limit: int) -> bytes:
 
 
 def header_map(headers: Headers | None) -> dict[str, bytes]:
-    """Headers as a dict (first value wins), for readers of the DLQ."""
+    """Headers as a dict, for readers of the DLQ (Kafka clients give a list of pairs).
+
+    The first value wins: :func:`dlq_headers` puts the DLQ's own headers before the record's,
+    which may carry the same names (a record re-sent from another dead-letter topic)."""
     result: dict[str, bytes] = {}
     for name, value in headers or []:
         result.setdefault(name, value)

@@ -363,7 +363,7 @@ def _run_here(
         raise
     except Exception as exc:  # bytewax wraps step errors; report the root cause in one line
         if _caused_by_interrupt(exc):
-            raise KeyboardInterrupt from None  # Ctrl-C: the CLI says "interrupted", exit 130
+            raise KeyboardInterrupt from None  # the second Ctrl-C: exit 130, not a failure
         log.debug("dataflow failed", exc_info=True)
         raise JobpulseError(f"the dataflow stopped: {_root_cause(exc)}") from None
     finally:
@@ -374,11 +374,30 @@ def _run_here(
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, KeyboardInterrupt) or "KeyboardInterrupt" in str(seen):
+    """Whether ``exc`` is, or was raised because of, a :class:`KeyboardInterrupt`: the
+    second Ctrl-C, raised by :func:`_graceful_stop`'s handler in the main thread wherever it
+    was when the signal was handled.
+
+    Bytewax 0.21 keeps the interrupt as the ``__cause__`` of what it raises (tested in
+    tests/test_run_cli.py): a step or a source/sink method → ``BytewaxRuntimeError("error
+    calling ...")`` ← ``BytewaxRuntimeError`` ← ``KeyboardInterrupt``; its own signal check
+    between steps → ``BytewaxRuntimeError("signal received")`` ← ``KeyboardInterrupt``; with
+    several worker threads the main thread only waits, and the interrupt comes bare. Where
+    C code ran the handler and then returned as if nothing happened, CPython raises a
+    ``SystemError`` whose ``__cause__`` is the interrupt. So the chain is walked
+    (``__cause__`` and ``__context__``), never the messages: a failure whose text merely
+    mentions an interrupt is still a failure.
+    """
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue  # a chain can loop back on itself
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
             return True
-        seen = seen.__cause__ or seen.__context__
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return False
 
 

@@ -8,8 +8,9 @@ Kafka key: the offer id, UTF-8. Kafka value: a JSON object::
 
 ``op`` is ``"upsert"`` (default) or ``"delete"`` (closed/withdrawn; only ``id`` needed).
 ``category`` wins over ``profession_id``; latitude and longitude come both or neither.
-:func:`parse_offer` is the one validator; whatever it rejects goes to the dead-letter topic
-with :attr:`InvalidOffer.reason`.
+:func:`parse_offer` is the one validator (:func:`validate_offer` is its second half, for a
+value already decoded, e.g. the CSV import's rows); whatever it rejects goes to the
+dead-letter topic with :attr:`InvalidOffer.reason`.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ def parse_offer(key: bytes | None, value: bytes | None) -> Offer:
         body = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidOffer(Reason.NOT_JSON, f"value is not JSON ({exc})") from None
+    return validate_offer(body, key)
+
+
+def validate_offer(body: object, key: bytes | None = None) -> Offer:
+    """:func:`parse_offer` for a value already decoded from JSON (or built as if it had been,
+    e.g. from a CSV row): the same checks, the same :class:`InvalidOffer` reasons. ``key``
+    ``None`` skips the key check."""
     if not isinstance(body, dict):
         raise InvalidOffer(Reason.NOT_OBJECT, f"value is a JSON {type(body).__name__}")
 

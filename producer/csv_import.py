@@ -14,22 +14,24 @@ next identical row, and so on. The same file therefore always yields the same id
 importing it twice changes no count), while rows that are exact duplicates of each other
 stay distinct offers. With ``id_column`` the file's own id column is used instead.
 
-Malformed rows are returned as :class:`RowError` with the line number where the row starts
-(a quoted field may span lines); the caller decides whether to skip them or abort.
+Each row becomes the offer's JSON body and is checked by the offer contract's one validator
+(:func:`jobpulse.offer.validate_offer`, what the dataflow's ``parse_offer`` applies), so the
+import sends nothing the dataflow would dead-letter. Malformed rows are returned as
+:class:`RowError` with the line number where the row starts (a quoted field may span lines);
+the caller decides whether to skip them or abort.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
 
 from jobpulse.errors import UsageError
-from jobpulse.offer import Offer
+from jobpulse.offer import InvalidOffer, Offer, validate_offer
 
 #: Column names (lower-cased, trimmed) → the offer field they fill.
 COLUMN_ALIASES: dict[str, str] = {
@@ -154,30 +156,31 @@ def _offer_id(fields: list[str], layout: _Layout, seen: dict[bytes, int]) -> str
 
 
 def _offer(offer_id: str, fields: list[str], layout: _Layout) -> Offer:
-    """The upsert for one row; ``ValueError`` with a readable message if a value is bad."""
+    """The upsert for one row, validated by the offer contract (:func:`validate_offer`, the
+    checks :func:`~jobpulse.offer.parse_offer` applies to every record); ``ValueError`` with
+    a readable message if a value is bad."""
 
     def text(field: str) -> str | None:
         index = layout.columns.get(field)
         return fields[index] if index is not None and fields[index] != "" else None
 
-    profession_id = _integer("profession_id", text("profession_id"))
-    latitude = _coordinate("latitude", text("latitude"), 90.0)
-    longitude = _coordinate("longitude", text("longitude"), 180.0)
-    if (latitude is None) != (longitude is None):
-        given = "latitude" if longitude is None else "longitude"
-        raise ValueError(f"{given} given without the other coordinate")
-    return Offer(
-        id=offer_id,
-        category=text("category"),
-        profession_id=profession_id,
-        latitude=latitude,
-        longitude=longitude,
-        name=text("name"),
-        contract_type=text("contract_type"),
-    )
+    body = {  # None: missing, as in the contract's JSON
+        "id": offer_id,
+        "category": text("category"),
+        "profession_id": _integer("profession_id", text("profession_id")),
+        "latitude": _number("latitude", text("latitude")),
+        "longitude": _number("longitude", text("longitude")),
+        "name": text("name"),
+        "contract_type": text("contract_type"),
+    }
+    try:
+        return validate_offer(body)
+    except InvalidOffer as error:
+        raise ValueError(error.detail) from None
 
 
 def _integer(field: str, raw: str | None) -> int | None:
+    """The CSV text of a JSON integer (``None`` if missing or blank)."""
     if raw is None or not raw.strip():
         return None
     try:
@@ -186,18 +189,15 @@ def _integer(field: str, raw: str | None) -> int | None:
         raise ValueError(f"{field} is not an integer: {raw!r}") from None
 
 
-def _coordinate(field: str, raw: str | None, limit: float) -> float | None:
+def _number(field: str, raw: str | None) -> float | None:
+    """The CSV text of a JSON number (``None`` if missing or blank); which numbers are
+    acceptable (finite, in range) is the contract's to say."""
     if raw is None or not raw.strip():
         return None
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise ValueError(f"{field} is not a number: {raw!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{field} is not finite: {raw!r}")
-    if not -limit <= value <= limit:
-        raise ValueError(f"{field} {raw} is outside [-{limit:g}, {limit:g}]")
-    return value
 
 
 def decode_lines(chunks: Iterable[bytes]) -> Iterator[str]:

@@ -137,9 +137,6 @@ class OfferSender:
             remaining = self._producer.flush(min(0.5, max(0.0, limit - time.monotonic())))
         return remaining
 
-    def outstanding(self) -> int:
-        return len(self._producer)
-
 
 @dataclass
 class Pacer:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobpulse.errors import UsageError
-from jobpulse.offer import Offer
+from jobpulse.offer import MAX_CATEGORY_CHARS, MAX_ID_BYTES, Offer, parse_offer
 from jobpulse.producer.csv_import import CsvRow, RowError, decode_lines, read_rows, stable_id
 
 HEADER = "profession_id,contract_type,name,office_latitude,office_longitude\n"
@@ -81,13 +81,32 @@ def test_line_numbers_point_at_the_start_of_each_malformed_row() -> None:
     assert rows == [2, 12]
     assert sorted(errors) == [4, 5, 6, 7, 8, 9, 10]
     assert "profession_id is not an integer" in errors[4]
-    assert "latitude given without the other coordinate" in errors[5]
+    assert "'latitude' given without 'longitude'" in errors[5]  # the offer contract's words
     assert "latitude is not a number" in errors[6]
     assert "6 fields, the header has 5" in errors[7]
     assert "3 fields, the header has 5" in errors[8]
     assert "outside [-90, 90]" in errors[9]
     assert "not finite" in errors[10]
     assert str(RowError(4, "x")) == "line 4: x"
+
+
+def test_rows_are_checked_by_the_offer_contract() -> None:
+    """The import validates with the contract's validator: what it sends parses as itself in
+    the dataflow, and what the dataflow would dead-letter is reported here instead."""
+    text = "ref,category,latitude,longitude\n"
+    text += f"{'i' * (MAX_ID_BYTES + 1)},Tech,1,2\n"  # line 2: id too long
+    text += f"ok-1,{'c' * (MAX_CATEGORY_CHARS + 1)},1,2\n"  # line 3: category too long
+    text += "ok-2,Tech,-90,180\n"  # line 4: the range's ends are valid
+    text += "ok-3,Tech,inf,2\n"  # line 5: not finite
+    text += "ok-4,Tech,1,-180.5\n"  # line 6: out of range
+    items = parse(text, id_column="ref")
+    errors = {i.line: i.message for i in items if isinstance(i, RowError)}
+    assert f"'id' is {MAX_ID_BYTES + 1} bytes, at most {MAX_ID_BYTES}" in errors[2]
+    assert f"'category' is {MAX_CATEGORY_CHARS + 1} characters" in errors[3]
+    assert "'latitude' is not finite" in errors[5]
+    assert "longitude -180.5 outside [-180, 180]" in errors[6]
+    [row] = [i for i in items if isinstance(i, CsvRow)]
+    assert row.line == 4 and row.offer == parse_offer(row.offer.key(), row.offer.to_json())
 
 
 def test_broken_quoting_is_reported_and_parsing_goes_on() -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CliRunner, one_error_line
@@ -87,3 +92,119 @@ def test_run_without_professions_warns_once(cli: CliRunner, settings: Settings) 
         "category Unknown"
     )
     assert result.stderr.count(warning) == 1, result.stderr  # the launcher, not each child
+
+
+# -- a second Ctrl-C inside the dataflow: found in Bytewax's exception chain ------------------
+
+
+def _flow(step: Any = None) -> Any:
+    """One item through ``step``, or (no step) an idle source that never ends by itself."""
+    from datetime import UTC, datetime, timedelta
+
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.inputs import DynamicSource, StatelessSourcePartition
+    from bytewax.testing import TestingSink, TestingSource
+
+    class Idle(StatelessSourcePartition[int]):
+        def next_batch(self) -> list[int]:
+            return []
+
+        def next_awake(self) -> datetime:
+            return datetime.now(UTC) + timedelta(seconds=10)
+
+    class IdleSource(DynamicSource[int]):
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> Idle:
+            return Idle()
+
+    flow = Dataflow("interrupt_test")
+    stream = op.input("in", flow, IdleSource() if step is None else TestingSource([1]))
+    if step is not None:
+        stream = op.map("step", stream, step)
+    op.output("out", stream, TestingSink([]))
+    return flow
+
+
+def _failure_of(flow: Any, workers: int = 1) -> BaseException:
+    from bytewax._bytewax import cli_main
+
+    try:
+        cli_main(flow, workers_per_process=workers)
+    except BaseException as exc:  # what Bytewax raises is the subject
+        return exc
+    raise AssertionError("the dataflow ended without an exception")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_ctrl_c_is_found_in_what_bytewax_raises(workers: int) -> None:
+    """The real path: _graceful_stop's handler raises KeyboardInterrupt on the second SIGINT
+    while Bytewax runs (1 worker: in the main thread's worker, wrapped; 2: bare)."""
+    from jobpulse import processes
+    from jobpulse.dataflows.runner import _caused_by_interrupt, _graceful_stop
+
+    def ctrl_c_twice() -> None:
+        for _ in range(2):
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    was_requested = processes.STOP_REQUESTED.is_set()
+    processes.STOP_REQUESTED.clear()
+    sender = threading.Thread(target=ctrl_c_twice)
+    try:
+        with _graceful_stop(lambda: None, announce=False):
+            sender.start()
+            try:
+                failure = _failure_of(_flow(), workers)
+            finally:
+                sender.join()  # both signals land while our handler is installed
+    finally:
+        if not was_requested:
+            processes.STOP_REQUESTED.clear()
+    assert _caused_by_interrupt(failure), repr(failure)
+    if workers == 1:
+        assert not isinstance(failure, KeyboardInterrupt)  # wrapped, found by the chain
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, ValueError])
+def test_an_exception_in_a_step_is_an_interrupt_only_if_it_is_one(
+    error: type[BaseException],
+) -> None:
+    from jobpulse.dataflows.runner import _caused_by_interrupt, _root_cause
+
+    def step(_item: int) -> int:
+        raise error("KeyboardInterrupt is in this message either way")
+
+    failure = _failure_of(_flow(step))
+    assert isinstance(failure, RuntimeError)  # Bytewax's wrapper, whatever the step raised
+    assert _caused_by_interrupt(failure) is (error is KeyboardInterrupt)
+    assert _root_cause(failure) == "KeyboardInterrupt is in this message either way"
+
+
+def test_interrupt_chains_are_walked_structurally() -> None:
+    from jobpulse.dataflows.runner import _caused_by_interrupt
+
+    def raised(outer: BaseException, inner: BaseException, *, cause: bool) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException:
+                if cause:
+                    raise outer from inner
+                raise outer from None  # __context__ kept, __cause__ None
+        except BaseException as exc:
+            return exc
+        raise AssertionError
+
+    # C code that ran the handler: CPython's SystemError, caused by the interrupt.
+    assert _caused_by_interrupt(
+        raised(SystemError("returned a result"), KeyboardInterrupt(), cause=True)
+    )
+    # An interrupt only in the context of a cause chain without one is still found.
+    mixed = raised(RuntimeError("outer"), ValueError("cause"), cause=True)
+    mixed.__context__ = KeyboardInterrupt()
+    assert _caused_by_interrupt(mixed)
+    assert not _caused_by_interrupt(raised(RuntimeError("x"), ValueError("y"), cause=False))
+    looped = RuntimeError("loop")
+    looped.__cause__ = RuntimeError("back")
+    looped.__cause__.__cause__ = looped
+    assert not _caused_by_interrupt(looped)
