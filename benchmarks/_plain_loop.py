@@ -58,7 +58,7 @@ from jobpulse import settings as settings_module
 from jobpulse.dataflows.counting import RETENTION_MS
 from jobpulse.dataflows.dlq import dlq_headers, stand_in
 from jobpulse.dataflows.professions import category_of, load_professions
-from jobpulse.delta import CONTINENT_OF_COUNTRY, Action, Cell, event_id
+from jobpulse.delta import CONTINENT_OF_COUNTRY, Action, Cell, delta_json, event_id
 from jobpulse.errors import JobpulseError
 from jobpulse.offer import UNKNOWN, InvalidOffer, Offer, Op, format_rfc3339, parse_offer
 from jobpulse.settings import Settings
@@ -534,16 +534,16 @@ class PlainLoop:
         index: int,
         event_ms: int,
     ) -> None:
-        """Produce one delta (``jobpulse.delta.Delta.to_json``'s bytes) and keep it to count."""
-        body = {
-            "action": _INCREMENT if sign > 0 else _DECREMENT,
-            "category": cell.category,
-            "continent": cell.continent,
-            "offer_id": offer_id,
-            "event_id": event_id(self.topic, partition, offset, index),
-            "ts": self._timestamp(event_ms),
-        }
-        self.writer.delta(offer_id.encode(), orjson.dumps(body))
+        """Produce one delta (the contract's own encoder) and keep it to count."""
+        value = delta_json(
+            _INCREMENT if sign > 0 else _DECREMENT,
+            cell.category,
+            cell.continent,
+            offer_id,
+            event_id(self.topic, partition, offset, index),
+            self._timestamp(event_ms),
+        )
+        self.writer.delta(offer_id.encode(), value)
         self.deltas += 1
         deltas.append((sign, cell, partition, event_ms))
 
