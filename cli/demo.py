@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,14 +42,11 @@ class Child:
     def start(cls, name: str, settings: Settings, command: Sequence[str], log_dir: Path) -> Child:
         log_path = log_dir / f"{name}.log"
         log_file = log_path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobpulse", *command],
+        process = processes.spawn_jobpulse(
+            command,
             env=child_env(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # our Ctrl-C handling decides when it stops
-            preexec_fn=_child_setup,
+            output=log_file,
+            new_session=True,  # our Ctrl-C handling decides when it stops
         )
         return cls(name, process, log_path, log_file)
 
@@ -71,13 +67,6 @@ class Child:
         processes.signal_group(self.process.pid, signal.SIGKILL)
         self.log_file.close()
         return code
-
-
-def _child_setup() -> None:
-    """Before exec: SIGTERM when the demo dies; SIGINT back to its default (a demo started
-    in the background inherits an ignored SIGINT, and SIGINT means "stop cleanly")."""
-    processes.die_with_parent(signal.SIGTERM)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _say(text: str, **style: object) -> None:

@@ -121,11 +121,9 @@ class Feed:
 
     # -- Redis -------------------------------------------------------------------------
     def _connect(self) -> Store:
-        client = redis.Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5
-        )
-        client.ping()
-        return Store(client, self.settings.redis_prefix)
+        store = Store.connect(self.settings, check=False)
+        store.client.ping()  # redis errors, not JobpulseError: the feed reports them as state
+        return store
 
     def _read(self, store: Store) -> None:
         breakdown = store.breakdown()

@@ -179,8 +179,7 @@ class HealthHandler(RequestHandler):
 
 
 def api_handler(settings: Settings, auth: BasicAuth | None) -> type[RequestHandler]:
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
-    store = Store(client, settings.redis_prefix)
+    store = Store.connect(settings, check=False)
     return type("BreakdownHandler", (BreakdownHandler,), {"store": store, "auth": auth})
 
 

@@ -423,15 +423,6 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _child_setup() -> None:
-    """In a cluster child before exec: die with the parent (PR_SET_PDEATHSIG), and ignore
-    Ctrl-C/SIGTERM until its own handlers are set (a stop signal during its start-up would
-    otherwise kill it; the launcher repeats SIGTERM until every child has stopped)."""
-    processes.die_with_parent(signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def _launch_local_cluster(
     settings: Settings,
     options: RunOptions,
@@ -457,11 +448,13 @@ def _launch_local_cluster(
         offsets = orjson.dumps(end or {}, option=orjson.OPT_NON_STR_KEYS).decode()
         common += ["--once", "--end-offsets", offsets]
     children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "jobpulse", "run", "--process-id", str(i), *common],
+        # SIGKILL when the launcher dies; Ctrl-C/SIGTERM ignored until a child's own handlers
+        # are set (the launcher repeats SIGTERM until every child has stopped).
+        processes.spawn_jobpulse(
+            ["run", "--process-id", str(i), *common],
             env=env,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_child_setup,
+            parent_death_signal=signal.SIGKILL,
+            ignore_stop_signals=True,
         )
         for i in range(options.processes)
     ]

@@ -16,11 +16,11 @@ dead-letter topic with :attr:`InvalidOffer.reason`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 import orjson
 
 #: The category or continent of an offer that has none.
@@ -32,9 +32,9 @@ class Op(StrEnum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """One validated record of the offers topic."""
+class Offer(msgspec.Struct, frozen=True, gc=False):
+    """One validated record of the offers topic (a frozen ``msgspec.Struct``: a few hundred
+    nanoseconds to build, no cyclic-GC tracking; ``msgspec.structs.replace`` for a copy)."""
 
     id: str
     op: Op = Op.UPSERT
@@ -103,8 +103,95 @@ class InvalidOffer(ValueError):
 _OPTIONAL_STRINGS = ("category", "name", "contract_type", "published_at")
 
 
+class _Body(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    """The value's JSON as msgspec decodes it (in C, validating types while it decodes): the
+    field types the contract allows, nothing else checked yet. Unknown fields are refused
+    (the reference path takes those values): msgspec skips an unknown field's value without
+    the checks orjson makes, e.g. of a number that overflows."""
+
+    id: str
+    op: Op = Op.UPSERT
+    category: str | None = None
+    profession_id: int | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    name: str | None = None
+    contract_type: str | None = None
+    published_at: str | None = None
+
+
+_decode_body = msgspec.json.Decoder(_Body).decode
+#: ``orjson`` (the reference decoder) reads integers outside int64 as floats or not at all.
+_INT64 = range(-(2**63), 2**63)
+
+
 def parse_offer(key: bytes | None, value: bytes | None) -> Offer:
-    """Validate one Kafka record of the offers topic; raise :class:`InvalidOffer` if broken."""
+    """Validate one Kafka record of the offers topic; raise :class:`InvalidOffer` if broken.
+
+    Two paths, one contract. A typed msgspec decode plus the remaining checks accepts a
+    well-formed offer in about a microsecond; anything it does not accept outright — every
+    broken record, and the rare valid one outside its fast shape — goes through
+    :func:`validate_offer` on the ``orjson`` decode, which decides and names the reason. So
+    the fast path only ever returns what the reference would (``tests/test_parse.py``
+    compares both on every case and on fuzzed records).
+    """
+    if value is not None:
+        try:
+            # Decoded to str first: msgspec skips unknown keys unchecked, orjson rejects the whole
+            # value for one invalid UTF-8 byte anywhere.
+            body = _decode_body(value.decode())
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            pass
+        else:
+            offer = _accept(body, key)
+            if offer is not None:
+                return offer
+    return parse_offer_reference(key, value)
+
+
+def _accept(body: _Body, key: bytes | None) -> Offer | None:
+    """The offer when ``body`` passes every check of :func:`validate_offer`, else ``None``."""
+    offer_id = body.id
+    if not offer_id or (
+        len(offer_id) > MAX_ID_BYTES // 4 and len(offer_id.encode()) > MAX_ID_BYTES
+    ):
+        return None
+    if key is not None and key != offer_id.encode():
+        return None
+    published_at_ms = None
+    if body.published_at is not None:
+        try:
+            published_at_ms = _published_at_ms(body.published_at)
+        except InvalidOffer:
+            return None
+    if body.op is Op.DELETE:
+        return Offer(id=offer_id, op=Op.DELETE, published_at_ms=published_at_ms)
+    category = body.category
+    if category is not None and len(category) > MAX_CATEGORY_CHARS:
+        return None
+    profession_id = body.profession_id
+    if profession_id is not None and profession_id not in _INT64:
+        return None
+    latitude, longitude = body.latitude, body.longitude
+    if (latitude is None) is not (longitude is None):
+        return None
+    if latitude is not None and not (-90.0 <= latitude <= 90.0 and -180.0 <= longitude <= 180.0):
+        return None
+    return Offer(
+        id=offer_id,
+        op=Op.UPSERT,
+        category=category or None,
+        profession_id=profession_id,
+        latitude=latitude,
+        longitude=longitude,
+        name=body.name,
+        contract_type=body.contract_type,
+        published_at_ms=published_at_ms,
+    )
+
+
+def parse_offer_reference(key: bytes | None, value: bytes | None) -> Offer:
+    """The reference validator: ``orjson`` decode, then :func:`validate_offer` (every reason)."""
     if value is None:
         raise InvalidOffer(Reason.NOT_JSON, "the record has no value (tombstone)")
     try:
@@ -211,6 +298,11 @@ def _published_at(body: dict[str, Any]) -> int | None:
         return None
     if not isinstance(raw, str):
         raise InvalidOffer(Reason.WRONG_TYPE, f"'published_at' must be a string, got {_kind(raw)}")
+    return _published_at_ms(raw)
+
+
+def _published_at_ms(raw: str) -> int:
+    """Epoch milliseconds of an RFC 3339 ``published_at`` with a UTC offset."""
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:

@@ -19,11 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import orjson
 import psutil
@@ -268,6 +270,44 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+def spawn_jobpulse(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    output: IO[bytes] | None = None,
+    parent_death_signal: int = signal.SIGTERM,
+    ignore_stop_signals: bool = False,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m jobpulse *args`` as a child that gets ``parent_death_signal`` when
+    this process dies, however it dies.
+
+    ``ignore_stop_signals``: Ctrl-C/SIGTERM are ignored until the child sets its own handlers
+    (a stop signal during its start-up would otherwise kill it half-started); otherwise
+    SIGINT is back to its default (a process started in the background inherits an ignored
+    SIGINT). ``new_session``: the terminal's Ctrl-C does not reach the child; the parent
+    decides when it stops. ``output``: stdout and stderr (default: inherited).
+    """
+
+    def before_exec() -> None:
+        die_with_parent(parent_death_signal)
+        if ignore_stop_signals:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobpulse", *args],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+        start_new_session=new_session,
+        preexec_fn=before_exec,
+    )
 
 
 def signal_group(pgid: int, signum: int) -> None:

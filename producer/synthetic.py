@@ -22,8 +22,10 @@ import bisect
 import itertools
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
+
+from msgspec.structs import replace
 
 from jobpulse.errors import UsageError
 from jobpulse.offer import Offer, Op

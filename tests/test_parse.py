@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
@@ -132,3 +134,119 @@ def test_dlq_message_header_is_bounded_and_stand_in_keeps_where_from() -> None:
     assert "big" not in names
     assert (names[TOPIC], names[PARTITION], names[OFFSET]) == (b"offers", b"3", b"42")
     assert b"value 2000000 bytes" in names[TRUNCATED]
+
+
+# -- the fast path (msgspec) decides exactly as the reference (orjson + validate_offer) --
+def _outcome(parse: object, key: bytes | None, value: bytes | None) -> object:
+    try:
+        return parse(key, value)  # type: ignore[operator]
+    except InvalidOffer as error:
+        return (error.reason, error.detail)
+
+
+VALID_BODY = {
+    "id": "o-1",
+    "op": "upsert",
+    "category": "Tech",
+    "profession_id": 17,
+    "latitude": 48.8566,
+    "longitude": 2.3522,
+    "name": "Data engineer",
+    "contract_type": "FULL_TIME",
+    "published_at": "2026-11-25T10:00:00.123+01:00",
+}
+
+#: Values each field is tried with: right and wrong types, edges, oddities of JSON numbers.
+ODD_VALUES: list[object] = [
+    None,
+    "",
+    "x",
+    "é" * 65,
+    "c" * 201,
+    0,
+    -1,
+    17,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63),
+    1.5,
+    -0.0,
+    90,
+    90.0,
+    90.000001,
+    -180,
+    180.0,
+    1e-320,
+    True,
+    False,
+    [],
+    {},
+    "upsert",
+    "delete",
+    "DELETE",
+    "2026-11-25T10:00:00Z",
+    "2026-11-25 10:00:00+00:00",
+    "2026-11-25T10:00:00",
+    "20261125T100000Z",
+    "2026-11-25T10:00:00.123456789Z",
+]
+
+
+@pytest.mark.parametrize("field", list(VALID_BODY))
+def test_fast_and_reference_paths_agree_on_every_odd_value_of_every_field(field: str) -> None:
+    from jobpulse.offer import parse_offer_reference
+
+    for odd in ODD_VALUES:
+        body = {**VALID_BODY, field: odd}
+        key = odd.encode() if field == "id" and isinstance(odd, str) else b"o-1"
+        value = json.dumps(body).encode()  # orjson refuses integers beyond 64 bits
+        assert _outcome(parse_offer, key, value) == _outcome(parse_offer_reference, key, value), (
+            field,
+            odd,
+        )
+        missing = {k: v for k, v in body.items() if k != field}
+        value = json.dumps(missing).encode()
+        assert _outcome(parse_offer, key, value) == _outcome(parse_offer_reference, key, value)
+
+
+def test_fast_and_reference_paths_agree_on_the_malformed_table_and_fuzzed_bytes() -> None:
+    import random
+
+    from jobpulse.offer import parse_offer_reference
+
+    for key, value, _ in MALFORMED:
+        assert _outcome(parse_offer, key, value) == _outcome(parse_offer_reference, key, value)
+    rng = random.Random(7)
+    base = orjson.dumps(VALID_BODY)
+    texts = [
+        base,
+        b'{"id":"o-1","latitude":48.85,"longitude":2.35,"id":"o-1"}',
+        b'{"id":"o-1","latitude":1000000000000000000000000,"longitude":0}',
+        b'{"id":"o-1","profession_id":99999999999999999999999}',
+        b'{"id":"o-1","latitude":4.8850000000000000000001e1,"longitude":2.35}',
+        b'{"id":"o-1","op":null}',
+        b' {"id" : "o-1"} ',
+    ]
+    for text in texts:
+        assert _outcome(parse_offer, b"o-1", text) == _outcome(parse_offer_reference, b"o-1", text)
+    for _ in range(20_000):
+        mutated = bytearray(rng.choice(texts))
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(mutated))
+            choice = rng.random()
+            if choice < 0.4:
+                mutated[position] = rng.choice(b'0123456789.-+eE"{}[],:ntfu\\ \xff')
+            elif choice < 0.7:
+                del mutated[position]
+            else:
+                mutated.insert(position, rng.randrange(256))
+        value = bytes(mutated)
+        assert _outcome(parse_offer, b"o-1", value) == _outcome(
+            parse_offer_reference, b"o-1", value
+        ), value
+    # Random valid coordinates, as text with many digits: the same floats either way.
+    for _ in range(20_000):
+        lat, lon = rng.uniform(-90, 90), rng.uniform(-180, 180)
+        value = f'{{"id":"o-1","latitude":{lat!r},"longitude":{lon:.25f}}}'.encode()
+        assert parse_offer(b"o-1", value) == parse_offer_reference(b"o-1", value)
