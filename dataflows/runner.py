@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import signal
 import socket
@@ -178,6 +179,7 @@ def _run_exclusively(
         from . import geocoding
 
         geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
+        _freeze_startup_objects()
     before = _progress(store)
     started = time.monotonic()
     processes.STOP_REQUESTED.clear()
@@ -421,6 +423,20 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything loaded so far (modules, the geocoder, Bytewax, settings) out of the
+    cyclic GC's reach, and collect the youngest generation less often.
+
+    A full collection rescans every tracked object; without this, each one walks the
+    hundreds of thousands loaded at start that will live as long as the process. The per-batch
+    garbage is short-lived tuples and lists, freed by reference counting; raising the first
+    threshold (700 → 50 000 allocations) trades a little memory for far fewer collections.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _launch_local_cluster(
