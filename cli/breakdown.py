@@ -9,18 +9,19 @@ ever cut. Continents without open offers are left out (a printed table, not a li
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich import box
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
 
 from jobpulse import breakdown as view
 from jobpulse.settings import Settings
-from jobpulse.store import Breakdown, Store
+
+if TYPE_CHECKING:  # rich and redis load when the command runs, not with every command
+    from rich.console import Console
+    from rich.table import Table
+
+    from jobpulse.store import Breakdown
 
 TITLE = "Open job offers per category × continent"
 
@@ -30,6 +31,10 @@ def breakdown(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Open offers per category × continent (from Redis), with row and column totals."""
+    from rich.console import Console
+
+    from jobpulse.store import Store
+
     settings: Settings = ctx.obj
     result = Store.connect(settings).breakdown()
     if as_json:
@@ -40,6 +45,9 @@ def breakdown(
 
 def breakdown_table(breakdown: Breakdown) -> Table:
     """The rich table of the shared view model: categories × continents, with totals."""
+    from rich import box
+    from rich.table import Table
+
     columns = view.table_columns(breakdown.counts, all_continents=False)
     continents = [c for c in columns if c not in (view.CATEGORY_COLUMN, view.TOTAL_COLUMN)]
     table = Table(
@@ -70,6 +78,8 @@ def breakdown_table(breakdown: Breakdown) -> Table:
 
 def print_breakdown(console: Console, breakdown: Breakdown) -> None:
     """Print the table; wider than the console rather than cutting names or numbers."""
+    from rich.measure import Measurement
+
     table = breakdown_table(breakdown)
     needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
     if needed > console.width:

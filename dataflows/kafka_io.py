@@ -20,7 +20,6 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -77,6 +76,10 @@ class _ReadHealth:
 
 
 _READ_HEALTH = _ReadHealth()
+
+
+#: ``time.monotonic()`` when this process read its first offers record (start-up latency).
+FIRST_RECORD_AT: list[float] = []
 
 #: Set on Ctrl-C/SIGTERM: every partition ends its input, so the dataflow drains what is in
 #: flight, takes its last snapshot and returns (a clean stop instead of an abort).
@@ -138,8 +141,10 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
         self._batch_size = batch_size
         self._awake: datetime | None = None
         self._consumer = _consumer(settings, stop_at_end=end_offset is not None)
-        start = next_offset if next_offset > 0 else OFFSET_BEGINNING
-        self._consumer.assign([TopicPartition(settings.offers_topic, partition, start)])
+        # A concrete offset, even 0: OFFSET_BEGINNING would make librdkafka look it up on a
+        # 500 ms retry timer before the first fetch. Below the log start (retention), the
+        # broker answers out-of-range and auto.offset.reset=earliest restarts at the start.
+        self._consumer.assign([TopicPartition(settings.offers_topic, partition, next_offset)])
 
     def next_batch(self) -> list[RawChunk]:
         if STOP.is_set() or (self._end is not None and self._next >= self._end):
@@ -170,6 +175,8 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
             return []
         if records:
             _READ_HEALTH.ok()
+            if not FIRST_RECORD_AT:
+                FIRST_RECORD_AT.append(time.monotonic())
         self._awake = None
         return [RawChunk(self._partition, records)] if records else []
 
@@ -311,6 +318,9 @@ def _producer_guarantees(settings: Settings) -> dict[str, Any]:
         **kafka.IDEMPOTENT,
         # librdkafka retries a write until this; the sink waits as long (an outage).
         "message.timeout.ms": settings.outage_limit_seconds * 1000,
+        # A delivery report only for a failed write: the sink acts on failures alone, and a
+        # Python callback per delivered message costs as much as producing it.
+        "delivery.report.only.error": True,
     }
 
 
@@ -344,9 +354,14 @@ class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
             self._failures.append(str(error))
 
     def write_batch(self, items: list[list[OutMessage]]) -> None:
+        produce, topic = self._producer.produce, self._topic
         for messages in items:
             for message in messages:
-                self._produce(message)
+                key, value, headers = message
+                try:  # the common case in one call; a full queue or a refusal: _produce
+                    produce(topic, value, key, headers=headers)
+                except (BufferError, KafkaException):
+                    self._produce(message)
             self._producer.poll(0)
         self._flush()
         if self._refused:  # too large for the broker: write bounded stand-ins instead

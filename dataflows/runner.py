@@ -38,6 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import orjson
+import psutil
 import redis
 
 from jobpulse import processes
@@ -105,6 +106,30 @@ def default_recovery_dir(settings: Settings) -> Path:
 
 def run(settings: Settings, options: RunOptions) -> None:
     """Run the dataflow until the end (``--once``), Ctrl-C, or a failure."""
+    entered = time.monotonic()  # the command's imports are done
+    try:
+        _run(settings, options)
+    finally:
+        _log_start_up(entered)
+
+
+def _log_start_up(entered: float) -> None:
+    """How long this process took to read its first record: from its start and from the end
+    of the command's imports (a benchmark reads this line)."""
+    from .kafka_io import FIRST_RECORD_AT
+
+    if FIRST_RECORD_AT:
+        since_start = (
+            time.time() - psutil.Process().create_time() - (time.monotonic() - FIRST_RECORD_AT[0])
+        )
+        log.info(
+            "first record read %.2fs after the process started, %.2fs after its imports",
+            since_start,
+            FIRST_RECORD_AT[0] - entered,
+        )
+
+
+def _run(settings: Settings, options: RunOptions) -> None:
     _check_options(settings, options)
     from .professions import load_professions
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from jobpulse.delta import Action, Cell, delta_json, event_id
-from jobpulse.offer import UNKNOWN, InvalidOffer, Op, format_rfc3339, parse_offer
+from jobpulse.delta import Cell, DeltaEncoder
+from jobpulse.offer import UNKNOWN, InvalidOffer, Op, parse_offer
 from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress
 
@@ -190,57 +190,18 @@ def _add_counts(total: dict[int, PartitionProgress], more: dict[int, PartitionPr
 class DeltaSerializer:
     """State outputs → one list of deltas-topic messages (key offer id, JSON Delta).
 
-    Each value is :func:`jobpulse.delta.delta_json`'s, the encoder behind
-    :meth:`~jobpulse.delta.Delta.to_json`, called without a Delta object per message; the
-    action values and the event id come from :mod:`jobpulse.delta` too, the owner of the
-    format. Each event-time second is formatted once (:func:`jobpulse.offer.format_rfc3339`).
+    The values come from :class:`jobpulse.delta.DeltaEncoder`, the delta contract's own
+    encoder (no Delta object per message).
     """
 
-    #: The action values, looked up once instead of per delta.
-    INCREMENT = Action.INCREMENT.value
-    DECREMENT = Action.DECREMENT.value
-    #: ``.mmmZ``, the end of a timestamp, for each millisecond.
-    MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
-    #: Formatted seconds kept (over a day's worth); then the memo starts afresh.
-    MAX_SECONDS = 100_000
-
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.offers_topic
-        self.seconds: dict[int, str] = {}
+        self.encoder = DeltaEncoder(settings.offers_topic)
 
     def __call__(self, items: list[tuple[str, StateOutput]]) -> list[list[OutMessage]]:
         messages: list[OutMessage] = []
-        append = messages.append
-        encode = delta_json
-        topic = self.topic
-        increment, decrement = self.INCREMENT, self.DECREMENT
-        seconds_text, millis_text = self.seconds, self.MILLIS
         for _, output in items:
-            for sign, (
-                category,
-                continent,
-            ), offer_id, partition, offset, index, event_ms in output.deltas:
-                seconds, millis = divmod(event_ms, 1000)
-                second = seconds_text.get(seconds)
-                if second is None:
-                    second = self._second(seconds)
-                value = encode(
-                    increment if sign > 0 else decrement,
-                    category,
-                    continent,
-                    offer_id,
-                    event_id(topic, partition, offset, index),
-                    second + millis_text[millis],
-                )
-                append((offer_id.encode(), value, None))
+            messages += self.encoder.messages(output.deltas)
         return [messages] if messages else []
-
-    def _second(self, seconds: int) -> str:
-        """``2026-11-25T10:00:00`` for an epoch second, memoised."""
-        if len(self.seconds) >= self.MAX_SECONDS:
-            self.seconds.clear()
-        text = self.seconds[seconds] = format_rfc3339(seconds * 1000)[:-5]
-        return text
 
 
 # -- counting ----------------------------------------------------------------------------

@@ -232,19 +232,40 @@ def test_event_time_is_published_at_unless_far_after_the_record_timestamp() -> N
     assert [event_ms for _, _, event_ms, _, _ in parsed.records] == [T0, past, soon, T0]
 
 
-def test_the_delta_format_has_one_owner(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The serializer spells neither the actions nor the event id: jobpulse.delta does."""
+def test_the_delta_format_has_one_owner() -> None:
+    """The serializer spells neither the actions nor the event id nor the JSON: jobpulse.delta
+    does, and its fast encoder gives the bytes of Delta.to_json for any cell and id."""
     import inspect
 
     from jobpulse.dataflows import steps as flow
-    from jobpulse.dataflows.items import StateOutput
+    from jobpulse.delta import Action, DeltaEncoder, event_id
+    from jobpulse.offer import format_rfc3339
 
     source = inspect.getsource(flow.DeltaSerializer)
-    assert '"increment"' not in source and '"decrement"' not in source
-    monkeypatch.setattr(flow, "event_id", lambda *parts: "owned:" + ":".join(map(str, parts)))
-    output = StateOutput([(1, Cell("Tech", "Europe"), "o-1", 3, 42, 0, T0)], {})
-    [[(_, value, _)]] = flow.DeltaSerializer(SETTINGS)([("3", output)])
-    assert Delta.from_json(value).event_id == "owned:offers:3:42:0"
+    for spelled in ('"increment"', '"decrement"', "orjson", "event_id", "/"):
+        assert spelled not in source.split('"""')[-1], spelled
+    encoder = DeltaEncoder("jobs.offers-v2")
+    cells = [Cell("Tech", "Europe"), Cell('Q"uote\\ \u2028 é', "Unknown"), Cell("", "Asia")]
+    for n, (sign, cell, offer_id) in enumerate(
+        (sign, cell, offer_id)
+        for sign in (1, -1)
+        for cell in cells
+        for offer_id in ("o-1", 'o"\\\n', "é" * 3, "")
+    ):
+        event_ms = T0 + n * 7_919
+        contract = Delta(
+            Action.INCREMENT if sign > 0 else Action.DECREMENT,
+            cell.category,
+            cell.continent,
+            offer_id,
+            event_id("jobs.offers-v2", n % 3, 10**12 + n, n % 2),
+            format_rfc3339(event_ms),
+        )
+        [(key, value, headers)] = encoder.messages(
+            [(sign, cell, offer_id, n % 3, 10**12 + n, n % 2, event_ms)]
+        )
+        assert (key, value, headers) == (contract.key(), contract.to_json(), None)
+        assert Delta.from_json(value) == contract
 
 
 def test_an_offer_spread_over_partitions_and_workers_meets_one_state() -> None:
