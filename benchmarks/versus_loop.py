@@ -69,6 +69,8 @@ CONTENDERS: dict[str, list[str]] = {
 }
 #: The dataflow's summary line: "processed N records in S s (R/s)".
 SUMMARY_RE = re.compile(r"processed (\d+) records in [\d.]+s \(([\d,]+)/s\)")
+#: Each dataflow process's start-up line (dataflows/runner.py).
+START_UP_RE = re.compile(r"first record read ([\d.]+)s after the process started, ([\d.]+)s")
 RSS_SAMPLE_S = 0.05
 
 
@@ -328,6 +330,11 @@ def one_run(
     )
     if contender == LOOP:
         print(f"round {round_} loop's own line: {finished.stdout.strip().splitlines()[-1]}")
+    for start_up in START_UP_RE.finditer(finished.stderr):
+        print(
+            f"round {round_} {contender}: first record {start_up[1]}s after the process "
+            f"started, {start_up[2]}s after its imports"
+        )
     return measurement, outcome_of(settings)
 
 
