@@ -34,7 +34,7 @@ import orjson
 
 from jobpulse import settings as settings_module
 from jobpulse.dataflows.items import DELETE, UPSERT, Record
-from jobpulse.dataflows.open_offers import SHARDS, ShardState
+from jobpulse.dataflows.open_offers import SHARDS, ShardState, offer_key
 from jobpulse.delta import Cell
 from jobpulse.settings import Settings
 
@@ -162,8 +162,9 @@ def _filled_shard(make_id: Callable[[int], str], count: int, cells: list[Cell]) 
     step = 100_000
     for start in range(0, count, step):
         records: list[Record] = [
-            (n % 12, n, t0 + n, t0 + n, make_id(n), UPSERT, cells[n % len(cells)])
+            (n % 12, n, t0 + n, t0 + n, i, UPSERT, cells[n % len(cells)], offer_key(i.encode()))
             for n in range(start, min(count, start + step))
+            for i in (make_id(n),)
         ]
         state.apply(records, tombstone_ms=3_600_000, partition_count=12)
     return state
@@ -196,8 +197,9 @@ def state_size(count: int) -> None:
             t0, state = 1_764_000_000_000, ShardState()
             for start in range(0, count, 100_000):
                 deletes: list[Record] = [
-                    (n % 12, n, t0 + n, t0 + n, make_id(n), DELETE, None)
+                    (n % 12, n, t0 + n, t0 + n, i, DELETE, None, offer_key(i.encode()))
                     for n in range(start, min(count, start + 100_000))
+                    for i in (make_id(n),)
                 ]
                 state.apply(deletes, tombstone_ms=3_600_000, partition_count=12)
             return state

@@ -21,9 +21,10 @@ Headers = list[tuple[str, bytes]]
 RawRecord = tuple[int, int, bytes | None, bytes | None, Headers | None]
 
 #: What the per-offer state needs of one record: (partition, offset, order time ms, event time
-#: ms, offer id, kind, cell). ``offer id`` and ``cell`` are ``None`` for rejected records;
-#: ``cell`` is None for deletes.
-Record = tuple[int, int, int, int, str | None, int, Cell | None]
+#: ms, offer id, kind, cell, offer key). ``offer id`` and ``cell`` are ``None`` for rejected
+#: records; ``cell`` is None for deletes; the key is ``open_offers.offer_key`` of the id (0
+#: for rejected records), computed once where the record's shard is chosen.
+Record = tuple[int, int, int, int, str | None, int, Cell | None, int]
 
 #: Record kinds.
 UPSERT = 0

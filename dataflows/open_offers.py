@@ -1,10 +1,11 @@
 """Per-offer state: which cell each open offer is counted in, and the deltas it causes.
 
-**Owned by the offer id.** The state is split into :data:`SHARDS` shards by a hash of the
-offer id taken from the record's *value* (:func:`shard_of`), never from the Kafka key or
-partition. Every record of an offer therefore meets the same :class:`ShardState`, whatever
-partition it was written to: keyless records, a grown offers topic (keys re-hash) and
-producers with different partitioners (librdkafka's CRC32, Java's murmur2) all stay exact.
+**Owned by the offer id.** The state is keyed by :func:`offer_key`, a 128-bit hash of the
+offer id taken from the record's *value*, never from the Kafka key or partition, and split
+into :data:`SHARDS` shards by that key (:func:`shard_of`). Every record of an offer
+therefore meets the same :class:`ShardState`, whatever partition it was written to:
+keyless records, a grown offers topic (keys re-hash) and producers with different
+partitioners (librdkafka's CRC32, Java's murmur2) all stay exact.
 A shard is one Bytewax state key, so Bytewax routes it to one worker of any cluster size and
 snapshots only the shards a batch touched.
 
@@ -41,15 +42,19 @@ delivered, so a tombstone only goes once no stale record can still need it: the 
 not depend on how fast each partition is read. A partition that receives nothing holds
 expiry back (its tombstones stay in memory until it does).
 
-**Memory.** ``open`` maps the offer id to one int packing ``(order time, partition, cell
-code)``; the cell code indexes the shard's small table of cells. An open offer costs its id
-string, a dict slot and that int (measured in ``benchmarks/``); a tombstone the same.
+**Memory.** ``open`` maps the offer's key to one int packing ``(order time, partition, cell
+code)``; the cell code indexes the shard's small table of cells. An open offer costs a
+dict slot and two ints (≈ 110 bytes, measured in ``benchmarks/throughput.py``), whatever
+the length of its id; a tombstone the same. The key is the id's 128-bit BLAKE2b hash: a
+44-byte int where the id string took 49 bytes plus its length. Two of 100 M distinct ids
+share a key with probability ≈ n²/2¹²⁹ ≈ 10⁻²³, and BLAKE2b makes colliding ids
+infeasible to construct on purpose.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 from jobpulse.delta import Cell
 from jobpulse.store import PartitionProgress
@@ -73,12 +78,18 @@ _RECORDS, _DLQ, _UNKNOWN_DELETES, _STALE = 1, 2, 3, 4
 
 
 #: What :meth:`ShardState.snapshot` returns (pickled into the recovery store).
-ShardSnapshot = tuple[dict[str, int], dict[str, int], list[Cell], dict[int, tuple[int, int]], int]
+ShardSnapshot = tuple[dict[int, int], dict[int, int], list[Cell], dict[int, tuple[int, int]], int]
+
+
+def offer_key(offer_id: bytes) -> int:
+    """The state's key of an offer id (UTF-8): its 128-bit BLAKE2b hash, as an int."""
+    return int.from_bytes(blake2b(offer_id, digest_size=16).digest(), "little")
 
 
 def shard_of(offer_id: bytes | None) -> int:
-    """The shard of an offer id (UTF-8): stable across processes, restarts and versions."""
-    return zlib.crc32(offer_id) % SHARDS if offer_id else 0
+    """The shard of an offer id (UTF-8; a rejected record's Kafka key): stable across
+    processes, restarts and versions. The same as ``offer_key(offer_id) % SHARDS``."""
+    return offer_key(offer_id) % SHARDS if offer_id else 0
 
 
 def version_of(order_ms: int, partition: int) -> int:
@@ -90,10 +101,10 @@ def version_of(order_ms: int, partition: int) -> int:
 class ShardState:
     """The offers of one shard: open ones, recent tombstones, and per-partition progress."""
 
-    #: offer id → packed ``version << 32 | cell code``.
-    open: dict[str, int] = field(default_factory=dict)
-    #: offer id → version of the delete that closed it (or of a delete of an unknown offer).
-    closed: dict[str, int] = field(default_factory=dict)
+    #: offer key → packed ``version << 32 | cell code``.
+    open: dict[int, int] = field(default_factory=dict)
+    #: offer key → version of the delete that closed it (or of a delete of an unknown offer).
+    closed: dict[int, int] = field(default_factory=dict)
     #: cell code → cell; codes are per shard and only ever appended.
     cells: list[Cell] = field(default_factory=list)
     codes: dict[Cell, int] = field(default_factory=dict)
@@ -116,7 +127,7 @@ class ShardState:
         #: partition → [next offset, records, dlq, unknown deletes, stale]
         tallies: dict[int, list[int]] = {}
         open_offers, closed, partitions = self.open, self.closed, self.partitions
-        for partition, offset, order_ms, event_ms, offer_id, kind, cell in records:
+        for partition, offset, order_ms, event_ms, offer_id, kind, cell, key in records:
             seen = partitions.get(partition)
             if seen is None:
                 seen = partitions[partition] = [0, -1]
@@ -135,22 +146,22 @@ class ShardState:
                 continue
             assert offer_id is not None
             version = (order_ms << _PARTITION_BITS) | partition
-            old = open_offers.get(offer_id)
+            old = open_offers.get(key)
             if kind == DELETE:
                 if old is not None:
                     if version < old >> _CODE_BITS:
                         tally[_STALE] += 1
                         continue
-                    del open_offers[offer_id]
-                    closed[offer_id] = version
+                    del open_offers[key]
+                    closed[key] = version
                     old_cell = self.cells[old & _CODE_MASK]
                     emit((-1, old_cell, offer_id, partition, offset, 0, event_ms))
                     continue
-                tombstone = closed.get(offer_id)
+                tombstone = closed.get(key)
                 if tombstone is not None and version < tombstone:
                     tally[_STALE] += 1
                     continue
-                closed[offer_id] = version
+                closed[key] = version
                 tally[_UNKNOWN_DELETES] += 1
                 continue
             assert cell is not None
@@ -159,19 +170,19 @@ class ShardState:
                 code = self.codes[cell] = len(self.cells)
                 self.cells.append(cell)
             if old is None:
-                tombstone = closed.get(offer_id)
+                tombstone = closed.get(key)
                 if tombstone is not None:
                     if version < tombstone:
                         tally[_STALE] += 1
                         continue
-                    del closed[offer_id]
-                open_offers[offer_id] = (version << _CODE_BITS) | code
+                    del closed[key]
+                open_offers[key] = (version << _CODE_BITS) | code
                 emit((1, cell, offer_id, partition, offset, 0, event_ms))
                 continue
             if version < old >> _CODE_BITS:
                 tally[_STALE] += 1
                 continue
-            open_offers[offer_id] = (version << _CODE_BITS) | code
+            open_offers[key] = (version << _CODE_BITS) | code
             old_code = old & _CODE_MASK
             if old_code != code:
                 emit((-1, self.cells[old_code], offer_id, partition, offset, 0, event_ms))
@@ -208,7 +219,7 @@ class ShardState:
 
     def cell_of(self, offer_id: str) -> Cell | None:
         """The cell an open offer is counted in (None if it is not open)."""
-        packed = self.open.get(offer_id)
+        packed = self.open.get(offer_key(offer_id.encode()))
         return None if packed is None else self.cells[packed & _CODE_MASK]
 
     def snapshot(self) -> ShardSnapshot:

@@ -36,7 +36,8 @@ from .items import (
     Record,
     StateOutput,
 )
-from .open_offers import ShardState, shard_of
+from .open_offers import SHARDS, ShardState, shard_of
+from .open_offers import offer_key as key_of
 from .professions import category_of
 
 # -- parse -------------------------------------------------------------------------------
@@ -121,17 +122,46 @@ class Enricher:
         for partition, parsed in chunks:
             for offset, order_ms, event_ms, offer, key in parsed:
                 if offer is None:
-                    record: Record = (partition, offset, order_ms, event_ms, None, REJECTED, None)
+                    record: Record = (
+                        partition,
+                        offset,
+                        order_ms,
+                        event_ms,
+                        None,
+                        REJECTED,
+                        None,
+                        0,
+                    )
                     shard = shard_of(key)
                 elif offer.op is Op.DELETE:
-                    record = (partition, offset, order_ms, event_ms, offer.id, DELETE, None)
-                    shard = shard_of(offer.id.encode())
+                    offer_key = key_of(offer.id.encode())
+                    record = (
+                        partition,
+                        offset,
+                        order_ms,
+                        event_ms,
+                        offer.id,
+                        DELETE,
+                        None,
+                        offer_key,
+                    )
+                    shard = offer_key % SHARDS
                 else:
                     continent = next(continents) if offer.latitude is not None else UNKNOWN
                     category = category_of(offer.category, offer.profession_id, professions)
                     cell = self._intern(category, continent)
-                    record = (partition, offset, order_ms, event_ms, offer.id, UPSERT, cell)
-                    shard = shard_of(offer.id.encode())
+                    offer_key = key_of(offer.id.encode())
+                    record = (
+                        partition,
+                        offset,
+                        order_ms,
+                        event_ms,
+                        offer.id,
+                        UPSERT,
+                        cell,
+                        offer_key,
+                    )
+                    shard = offer_key % SHARDS
                 records = shards.get(shard)
                 if records is None:
                     records = shards[shard] = []

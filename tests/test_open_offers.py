@@ -8,7 +8,7 @@ import pickle
 import random
 
 from jobpulse.dataflows.items import DELETE, REJECTED, UPSERT, Record
-from jobpulse.dataflows.open_offers import SHARDS, ShardState, shard_of
+from jobpulse.dataflows.open_offers import SHARDS, ShardState, offer_key, shard_of
 from jobpulse.delta import Cell
 
 TECH_EU = Cell("Tech", "Europe")
@@ -22,16 +22,16 @@ def upsert(
     offset: int, offer_id: str, cell: Cell, partition: int = 0, at: int | None = None
 ) -> Record:
     order = T + offset if at is None else at
-    return (partition, offset, order, order, offer_id, UPSERT, cell)
+    return (partition, offset, order, order, offer_id, UPSERT, cell, _key(offer_id))
 
 
 def delete(offset: int, offer_id: str, partition: int = 0, at: int | None = None) -> Record:
     order = T + offset if at is None else at
-    return (partition, offset, order, order, offer_id, DELETE, None)
+    return (partition, offset, order, order, offer_id, DELETE, None, _key(offer_id))
 
 
 def rejected(offset: int, partition: int = 0) -> Record:
-    return (partition, offset, T + offset, T + offset, None, REJECTED, None)
+    return (partition, offset, T + offset, T + offset, None, REJECTED, None, 0)
 
 
 def apply(
@@ -41,8 +41,18 @@ def apply(
     return deltas
 
 
+#: Every offer id a test built a record for: the state keeps hashes, this maps them back.
+IDS: dict[int, str] = {}
+
+
+def _key(offer_id: str) -> int:
+    key = offer_key(offer_id.encode())
+    IDS[key] = offer_id
+    return key
+
+
 def open_cells(state: ShardState) -> dict[str, Cell]:
-    return {offer_id: state.cell_of(offer_id) for offer_id in state.open}  # type: ignore[misc]
+    return {IDS[key]: state.cell_of(IDS[key]) for key in state.open}  # type: ignore[misc]
 
 
 def test_new_offer_is_one_increment() -> None:
@@ -169,12 +179,12 @@ def test_a_stale_upsert_after_a_delete_does_not_reopen() -> None:
     apply(state, [delete(0, "a", partition=5, at=T + 2000)])
     deltas, counts = state.apply([upsert(1, "a", TECH_EU, partition=0, at=T + 1000)], HOUR)
     assert deltas == [] and counts[0].stale == 1
-    assert state.open == {} and "a" in state.closed
+    assert state.open == {} and _key("a") in state.closed
     # A newer upsert re-opens it and drops the tombstone.
     assert apply(state, [upsert(2, "a", TECH_EU, partition=0, at=T + 3000)]) == [
         (1, TECH_EU, "a", 0, 2, 0, T + 3000)
     ]
-    assert "a" not in state.closed
+    assert _key("a") not in state.closed
 
 
 def test_a_delete_arriving_before_its_older_upsert_wins() -> None:
@@ -192,18 +202,18 @@ def test_tombstones_expire_only_when_every_partition_is_past_them() -> None:
     apply(state, [upsert(0, "a", TECH_EU, 0, T), delete(1, "a", 0, T)], **two)
     # Partition 1 has delivered nothing: however far partition 0 goes, the tombstone stays.
     apply(state, [upsert(2, "x", TECH_EU, partition=0, at=T + 5 * HOUR)], **two)
-    assert "a" in state.closed
+    assert _key("a") in state.closed
     # Partition 1 is still an hour behind: a stale upsert from it must still find the tombstone.
     apply(state, [upsert(0, "y", TECH_EU, partition=1, at=T + HOUR - 1)], **two)
-    assert "a" in state.closed
+    assert _key("a") in state.closed
     apply(state, [upsert(1, "y", TECH_EU, partition=1, at=T + 2 * HOUR)], **two)
-    assert "a" not in state.closed
+    assert _key("a") not in state.closed
     # A partition seen only later (the topic grew) holds expiry back as well.
     apply(state, [delete(3, "x", partition=0, at=T + 6 * HOUR)], **two)
     apply(state, [upsert(0, "z", TECH_EU, partition=3, at=T + 6 * HOUR)], **two)
     apply(state, [upsert(2, "y", TECH_EU, partition=1, at=T + 9 * HOUR)], **two)
     apply(state, [upsert(4, "y", TECH_EU, partition=0, at=T + 9 * HOUR)], **two)
-    assert "x" in state.closed  # partition 2 has delivered nothing
+    assert _key("x") in state.closed  # partition 2 has delivered nothing
 
 
 def test_zero_tombstone_time_still_never_reopens_from_a_slower_partition() -> None:
