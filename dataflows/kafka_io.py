@@ -28,10 +28,10 @@ from confluent_kafka import (
 )
 
 from jobpulse import kafka
+from jobpulse.outage import Outage
 from jobpulse.settings import Settings
 
 from .items import OutMessage, RawChunk, RawRecord
-from .outage import Outage
 
 #: librdkafka's own log is silenced (:data:`jobpulse.kafka.QUIET`); the dataflow reports what
 #: matters, once per state change (:class:`_ReadHealth`).

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 
 from jobpulse.delta import Cell
+from jobpulse.offer_row import PARTITION_BITS
 from jobpulse.store import PartitionProgress
 
 from .items import DELETE, REJECTED, DeltaRecord, Record
@@ -68,8 +69,8 @@ SHARDS = 256
 #: Bits of a packed value below the version: the cell code.
 _CODE_BITS = 32
 _CODE_MASK = (1 << _CODE_BITS) - 1
-#: Bits of a version below the order time: the partition.
-_PARTITION_BITS = 16
+#: Bits of a version below the order time: the partition (the offer-row contract's rule).
+_PARTITION_BITS = PARTITION_BITS
 
 #: Per partition in :attr:`ShardState.partitions`: [next offset, newest order time].
 _NEXT, _NEWEST = 0, 1
@@ -90,11 +91,6 @@ def shard_of(offer_id: bytes | None) -> int:
     """The shard of an offer id (UTF-8; a rejected record's Kafka key): stable across
     processes, restarts and versions. The same as ``offer_key(offer_id) % SHARDS``."""
     return offer_key(offer_id) % SHARDS if offer_id else 0
-
-
-def version_of(order_ms: int, partition: int) -> int:
-    """A record's version: compared as (order time, partition)."""
-    return (order_ms << _PARTITION_BITS) | partition
 
 
 @dataclass(slots=True)

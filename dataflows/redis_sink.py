@@ -15,6 +15,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from jobpulse.delta import Cell
 from jobpulse.errors import exit_now
+from jobpulse.outage import Outage
 from jobpulse.settings import Settings
 from jobpulse.store import (
     PartitionProgress,
@@ -25,7 +26,6 @@ from jobpulse.store import (
 )
 
 from .items import CellUpdate
-from .outage import Outage
 
 
 def merge_updates(

@@ -99,6 +99,15 @@ class Settings(BaseSettings):
     dlq_topic: Annotated[str, CLI_FLAG] = Field(
         "jobpulse.offers.dlq", description="Dead-letter topic: malformed offers, byte for byte."
     )
+    rows_topic: Annotated[str | None, CLI_FLAG] = Field(
+        None,
+        description="Offer-rows topic: every valid offer as enriched by the dataflow, for the "
+        "PostgreSQL sink; unset = not written.",
+    )
+    postgres_url: Annotated[str, CLI_FLAG] = Field(
+        "postgresql://jobpulse@localhost:5432/jobpulse",
+        description="PostgreSQL URL of the offers sink; credentials and TLS go here.",
+    )
     #: Also the recovery-store files of a new store (snapshot write parallelism). Not a cap on
     #: workers; grow the offers topic with ``jobpulse topics grow``.
     partitions: Annotated[int, CLI_FLAG] = Field(
@@ -258,10 +267,11 @@ class Settings(BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold (for :meth:`scrub`), longest first."""
         found: set[str] = set()
-        parts = urlsplit(self.redis_url)
-        if parts.password:
-            found.update({parts.password, unquote(parts.password)})
-        found.update(v for k, v in parse_qsl(parts.query) if is_secret_key(k))
+        for url in (self.redis_url, self.postgres_url):
+            parts = urlsplit(url)
+            if parts.password:
+                found.update({parts.password, unquote(parts.password)})
+            found.update(v for k, v in parse_qsl(parts.query) if is_secret_key(k))
         if self.dashboard_auth:
             found.add(self.dashboard_auth.split(":", 1)[1])
         found.update(str(v) for k, v in self.kafka_config.items() if is_secret_key(k))
@@ -279,6 +289,7 @@ class Settings(BaseSettings):
         """What ``repr``, ``str`` and rich show: every field, the secrets masked."""
         shown = {
             "redis_url": self.redis_display,
+            "postgres_url": mask_url(self.postgres_url),
             "kafka_bootstrap": self.kafka_display,
             "dashboard_auth": (
                 _mask_user_password(self.dashboard_auth) if self.dashboard_auth else None

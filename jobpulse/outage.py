@@ -1,4 +1,6 @@
-"""Waiting out an outage of Redis or Kafka at a sink, instead of stopping the dataflow.
+"""Waiting out an outage of Redis, Kafka or PostgreSQL at a sink, instead of stopping.
+
+Shared by the dataflow's sinks and the PostgreSQL offers sink.
 
 A sink that cannot write retries with exponential backoff (0.1 s doubling to 5 s) for up to
 ``JOBPULSE_OUTAGE_LIMIT_SECONDS``; it logs one line when the outage starts and one when it
