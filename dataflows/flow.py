@@ -1,7 +1,10 @@
 """The jobpulse dataflow, top-down as in the diagram::
 
     offers topic ─▶ parse ─┬─▶ rejected ─▶ DLQ topic
-                           └─▶ enrich (category, continent) ─▶ open offers (by offer-id shard)
+                           └─▶ enrich (category, continent) ─┬─▶ offer rows ─▶ rows topic
+                                                             │   (optional: PostgreSQL sink)
+                           ┌─────────────────────────────────┘
+                           └─▶ open offers (by offer-key shard)
                                    ├─▶ delta messages ─▶ deltas topic
                                    ├─▶ pre-aggregate ─▶ cell counts (keyed by cell) ─┐
                                    │                       └─▶ late deltas ─┐        │
@@ -37,8 +40,10 @@ from .steps import (
     ProgressLogic,
     dlq_messages,
     is_dlq_batch,
+    is_row_batch,
     late_counts,
     partition_counts,
+    row_messages,
 )
 
 FLOW_ID = "jobpulse"
@@ -51,6 +56,8 @@ class FlowSinks:
     deltas: Sink[list[OutMessage]]
     dlq: Sink[list[OutMessage]]
     redis: Sink[Any]
+    #: The offer-rows topic (``JOBPULSE_ROWS_TOPIC``); ``None``: no rows are built.
+    rows: Sink[list[OutMessage]] | None = None
 
 
 def build_flow(
@@ -73,7 +80,13 @@ def build_flow(
     split = op.branch("split_rejected", parsed, is_dlq_batch)
     op.output("dlq", op.map("dlq_messages", split.trues, dlq_messages), sinks.dlq)
 
-    enriched = op.flat_map_batch("enrich", split.falses, Enricher(professions))
+    enriched = op.flat_map_batch(
+        "enrich", split.falses, Enricher(professions, rows=sinks.rows is not None)
+    )
+    if sinks.rows is not None:
+        split_rows = op.branch("split_rows", enriched, is_row_batch)
+        op.output("rows", op.map("row_messages", split_rows.trues, row_messages), sinks.rows)
+        enriched = split_rows.falses
     offers_state = op.stateful_batch(
         "open_offers",
         enriched,

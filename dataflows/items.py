@@ -60,6 +60,12 @@ class DlqBatch(NamedTuple):
     messages: list[OutMessage]
 
 
+class RowBatch(NamedTuple):
+    """Offer-row messages of the valid records of a batch (for the PostgreSQL sink)."""
+
+    messages: list[OutMessage]
+
+
 class EnrichedChunk(NamedTuple):
     """Records of one state shard, category and continent resolved, each partition's in
     offset order."""

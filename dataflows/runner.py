@@ -353,6 +353,7 @@ def _run_here(
             deltas=ProducerSink(settings, settings.deltas_topic),
             dlq=ProducerSink(settings, settings.dlq_topic, too_large=stand_in),
             redis=RedisSink(settings),
+            rows=ProducerSink(settings, settings.rows_topic) if settings.rows_topic else None,
         ),
         professions,
         offers_partitions=len(partitions),

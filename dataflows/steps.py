@@ -14,7 +14,8 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from jobpulse.delta import Cell, DeltaEncoder
-from jobpulse.offer import UNKNOWN, InvalidOffer, Op, parse_offer
+from jobpulse.offer import UNKNOWN, InvalidOffer, Offer, Op, parse_offer
+from jobpulse.offer_row import OfferRow, version_of
 from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress
 
@@ -34,6 +35,7 @@ from .items import (
     ParsedChunk,
     RawChunk,
     Record,
+    RowBatch,
     StateOutput,
 )
 from .open_offers import SHARDS, ShardState, shard_of
@@ -99,17 +101,20 @@ class Enricher:
     """Parsed chunks → ``("<shard>", EnrichedChunk)``, geocoding in one query per batch.
 
     Records are regrouped by the shard of their offer id (from the value; a rejected record
-    goes to the shard of its key), keeping each partition's records in offset order.
+    goes to the shard of its key), keeping each partition's records in offset order. With
+    ``rows``, also one :class:`RowBatch` per batch: every valid record as an offer row (the
+    PostgreSQL sink's input, with the category and continent counted here).
     """
 
     #: Interned cells, so the records of a batch share one tuple per cell.
     MAX_INTERNED = 100_000
 
-    def __init__(self, professions: dict[int, str]) -> None:
+    def __init__(self, professions: dict[int, str], *, rows: bool = False) -> None:
         self.professions = professions
+        self.rows = rows
         self.cells: dict[Cell, Cell] = {}
 
-    def __call__(self, chunks: list[ParsedChunk]) -> list[tuple[str, EnrichedChunk]]:
+    def __call__(self, chunks: list[ParsedChunk]) -> list[tuple[str, EnrichedChunk] | RowBatch]:
         coordinates = [
             (offer.latitude, offer.longitude)
             for chunk in chunks
@@ -118,10 +123,12 @@ class Enricher:
         ]
         continents = iter(geocoding.continents(coordinates))
         professions = self.professions
+        rows: list[OutMessage] | None = [] if self.rows else None
         shards: dict[int, list[Record]] = {}
         for partition, parsed in chunks:
             for offset, order_ms, event_ms, offer, key in parsed:
                 if offer is None:
+                    shard = shard_of(key)
                     record: Record = (
                         partition,
                         offset,
@@ -132,41 +139,37 @@ class Enricher:
                         None,
                         0,
                     )
-                    shard = shard_of(key)
-                elif offer.op is Op.DELETE:
-                    offer_key = key_of(offer.id.encode())
-                    record = (
-                        partition,
-                        offset,
-                        order_ms,
-                        event_ms,
-                        offer.id,
-                        DELETE,
-                        None,
-                        offer_key,
-                    )
-                    shard = offer_key % SHARDS
                 else:
-                    continent = next(continents) if offer.latitude is not None else UNKNOWN
-                    category = category_of(offer.category, offer.profession_id, professions)
-                    cell = self._intern(category, continent)
                     offer_key = key_of(offer.id.encode())
+                    shard = offer_key % SHARDS
+                    if offer.op is Op.DELETE:
+                        kind, cell = DELETE, None
+                    else:
+                        continent = next(continents) if offer.latitude is not None else UNKNOWN
+                        category = category_of(offer.category, offer.profession_id, professions)
+                        kind, cell = UPSERT, self._intern(category, continent)
                     record = (
                         partition,
                         offset,
                         order_ms,
                         event_ms,
                         offer.id,
-                        UPSERT,
+                        kind,
                         cell,
                         offer_key,
                     )
-                    shard = offer_key % SHARDS
+                    if rows is not None:
+                        rows.append(offer_row(offer, cell, partition, offset, order_ms, event_ms))
                 records = shards.get(shard)
                 if records is None:
                     records = shards[shard] = []
                 records.append(record)
-        return [(str(shard), EnrichedChunk(shard, records)) for shard, records in shards.items()]
+        out: list[tuple[str, EnrichedChunk] | RowBatch] = [
+            (str(shard), EnrichedChunk(shard, records)) for shard, records in shards.items()
+        ]
+        if rows:
+            out.append(RowBatch(rows))
+        return out
 
     def _intern(self, category: str, continent: str) -> Cell:
         # A plain tuple finds the equal Cell key without building a Cell first.
@@ -177,6 +180,42 @@ class Enricher:
         if len(self.cells) < self.MAX_INTERNED:
             self.cells[cell] = cell
         return cell
+
+
+def offer_row(
+    offer: Offer, cell: Cell | None, partition: int, offset: int, order_ms: int, event_ms: int
+) -> OutMessage:
+    """The rows-topic message of one valid record (a delete: only the id and its source)."""
+    version = version_of(order_ms, partition)
+    if cell is None:
+        row = OfferRow(offer.id, "delete", event_ms, partition, offset, order_ms, version)
+    else:
+        row = OfferRow(
+            offer.id,
+            "upsert",
+            event_ms,
+            partition,
+            offset,
+            order_ms,
+            version,
+            category=cell[0],
+            continent=cell[1],
+            latitude=offer.latitude,
+            longitude=offer.longitude,
+            profession_id=offer.profession_id,
+            name=offer.name,
+            contract_type=offer.contract_type,
+            published_at_ms=offer.published_at_ms,
+        )
+    return (row.key(), row.to_json(), None)
+
+
+def is_row_batch(item: Any) -> bool:
+    return isinstance(item, RowBatch)
+
+
+def row_messages(batch: RowBatch) -> list[OutMessage]:
+    return batch.messages
 
 
 # -- per-offer state ---------------------------------------------------------------------

@@ -27,8 +27,10 @@ class TopicMismatch(JobpulseError):
 
 
 def project_topics(settings: Settings) -> list[str]:
-    """The topics jobpulse uses: offers (topic1), deltas (topic2) and the dead-letter topic."""
-    return [settings.offers_topic, settings.deltas_topic, settings.dlq_topic]
+    """The topics jobpulse uses: offers (topic1), deltas (topic2), the dead-letter topic and,
+    when set, the offer-rows topic of the PostgreSQL sink."""
+    topics = [settings.offers_topic, settings.deltas_topic, settings.dlq_topic]
+    return [*topics, settings.rows_topic] if settings.rows_topic else topics
 
 
 def admin_client(settings: Settings, **extra: Any) -> AdminClient:

@@ -303,3 +303,32 @@ def test_an_offer_spread_over_partitions_and_workers_meets_one_state() -> None:
         # one record is older than k-1's delete.
         assert {p: c.stale for p, c in progress.items()} == {0: 0, 1: 0, 2: 20, 3: 1}
         assert sum(c.records for c in progress.values()) == 30 + 30 + 10 + 10 + 1
+
+
+def test_offer_rows_folded_newest_first_give_the_counts() -> None:
+    """Every valid record becomes one offer row with the cell the counts used; keeping the
+    newest version per offer (what the PostgreSQL sink does) gives exactly the counts."""
+    from bytewax.testing import TestingSink
+
+    from jobpulse.offer_row import OfferRow
+
+    steps = scenario()
+    out, rows = ListSink(), []
+    out.sinks = FlowSinks(out.sinks.deltas, out.sinks.dlq, out.sinks.redis, rows=TestingSink(rows))
+    run_main(_flow(_chunks(steps), out))
+    decoded = [(key, OfferRow.from_json(value)) for batch in rows for key, value, _ in batch]
+    assert all(key == row.key() for key, row in decoded)
+    valid = len(steps) - len(expected(steps).rejected)
+    assert len(decoded) == valid
+    newest: dict[str, OfferRow] = {}
+    for _, row in decoded:
+        if row.id not in newest or row.version > newest[row.id].version:
+            newest[row.id] = row
+    open_counts: dict[Cell, int] = {}
+    for row in newest.values():
+        if row.op == "upsert":
+            cell = Cell(row.category or "", row.continent or "")
+            open_counts[cell] = open_counts.get(cell, 0) + 1
+    assert open_counts == expected(steps).counts == out.final_cells()
+    deletes = [row for _, row in decoded if row.op == "delete"]
+    assert deletes and all(row.category is None and row.continent is None for row in deletes)
