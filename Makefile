@@ -1,6 +1,7 @@
 # jobpulse: two commands on a fresh Debian machine, both idempotent and cached.
 #   make demo   install everything, run the whole pipeline live with its dashboard
-#   make test   install everything, then ruff + the whole test suite against real Kafka/Redis
+#   make test   install everything, then ruff + the whole test suite against real
+#               Kafka/Redis/PostgreSQL
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -12,18 +13,30 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # command:debian-package — a package is installed only when its command is missing.
+# PostgreSQL is checked apart: Debian keeps initdb in /usr/lib/postgresql/<version>/bin, off
+# PATH (stack/postgres.py looks there first, then on PATH).
 APT_NEEDS := redis-server:redis-server chromium:chromium java:openjdk-17-jre-headless mvn:maven
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb))
 
 .PHONY: help deps venv kafka install test lint demo stack-up stack-down stack-status bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-deps: ## Debian packages: redis-server, chromium, Java 17, Maven (apt-get update only if needed)
+# When it installs PostgreSQL, a drop-in read by Debian's postgresql-common keeps the package
+# from creating and starting its own "main" cluster on port 5432: `jobpulse stack up` runs its
+# cluster from the state dir, on the port of JOBPULSE_POSTGRES_URL (5432 by default).
+deps: ## Debian packages: redis-server, postgresql, chromium, Java 17, Maven (apt-get update only if needed)
 	@missing=""; \
 	for need in $(APT_NEEDS); do \
 	  command -v "$${need%%:*}" >/dev/null 2>&1 || missing="$$missing $${need#*:}"; \
 	done; \
+	if [ -z "$(PG_INITDB)" ]; then \
+	  missing="$$missing postgresql"; \
+	  $(SUDO) mkdir -p /etc/postgresql-common/createcluster.d; \
+	  echo "create_main_cluster = false" \
+	    | $(SUDO) tee /etc/postgresql-common/createcluster.d/jobpulse.conf >/dev/null; \
+	fi; \
 	if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
@@ -46,7 +59,7 @@ kafka: deps venv ## Kafka jars via Maven (stack/pom.xml) into ~/.cache/jobpulse 
 
 install: deps venv kafka
 
-test: install ## ruff check + pytest against the real Kafka and Redis (started if not running)
+test: install ## ruff check + pytest against the real Kafka, Redis and PostgreSQL (started if not running)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -57,10 +70,10 @@ lint: venv ## ruff check + ruff format --check
 demo: install ## The whole pipeline live: stack, topics, dataflow, synthetic producer, dashboard (Ctrl-C stops all)
 	$(BIN)/jobpulse demo
 
-stack-up: install ## Start (or reuse) the local Kafka + Redis
+stack-up: install ## Start (or reuse) the local Kafka + Redis + PostgreSQL
 	$(BIN)/jobpulse stack up
 
-stack-down: venv ## Stop the Kafka + Redis that stack-up started
+stack-down: venv ## Stop the Kafka + Redis + PostgreSQL that stack-up started
 	$(BIN)/jobpulse stack down
 
 stack-status: venv ## Is the local stack up?

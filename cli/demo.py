@@ -1,8 +1,9 @@
 """``jobpulse demo``: the whole pipeline for a person to watch, and nothing left behind.
 
 Brings the stack up (reusing what already runs), creates the topics, starts the dataflow
-(``jobpulse run``) and a synthetic producer (``jobpulse produce --synthetic``) as child
-processes, and serves the dashboard in this process. Ctrl-C (or SIGTERM, or a child dying)
+(``jobpulse run``, writing offer rows too), the PostgreSQL sink (``jobpulse sink``) and a
+synthetic producer (``jobpulse produce --synthetic``) as child processes, and serves the
+dashboard in this process. Ctrl-C (or SIGTERM, or a child dying)
 stops the children, then the Kafka/Redis processes this demo started itself. Whatever kills
 the demo (``kill -9``, or its output piped to ``tee`` and the pipe breaking on Ctrl-C), its
 children get SIGTERM and stop cleanly (a parent-death signal), and a broken output never
@@ -24,6 +25,10 @@ import typer
 
 from jobpulse import processes
 from jobpulse.settings import Settings, child_env
+
+#: The offer-rows topic the demo's dataflow writes and its PostgreSQL sink reads, unless
+#: JOBPULSE_ROWS_TOPIC names another.
+DEMO_ROWS_TOPIC = "jobpulse.offer-rows"
 
 #: Seconds a child gets to stop after SIGINT (the dataflow snapshots, the producer flushes).
 STOP_GRACE_S = 15.0
@@ -93,13 +98,15 @@ def run(settings: Settings, *, rate: float, show: bool) -> int:
         log_dir = Path(settings.state_dir) / "demo"
         log_dir.mkdir(parents=True, exist_ok=True)
         children.append(Child.start("dataflow", settings, ["run"], log_dir))
+        children.append(Child.start("postgres-sink", settings, ["sink"], log_dir))
         children.append(
             Child.start(
                 "producer", settings, ["produce", "--synthetic", f"--rate={rate:g}"], log_dir
             )
         )
         _say(
-            f"dataflow pid {children[0].process.pid}, producer pid {children[1].process.pid} "
+            f"dataflow pid {children[0].process.pid}, PostgreSQL sink pid "
+            f"{children[1].process.pid}, producer pid {children[2].process.pid} "
             f"({rate:g} offers/s); logs in {log_dir}"
         )
 
@@ -121,7 +128,7 @@ def run(settings: Settings, *, rate: float, show: bool) -> int:
         server.serve(settings, show=show, on_ready=ready, stop_when=child_failed)
     finally:
         t0 = time.monotonic()
-        for child in reversed(children):  # producer first, then the dataflow
+        for child in reversed(children):  # producer first, then the sink and the dataflow
             code = child.stop()
             _say(f"stopped {child.name} (exit code {code})")
         if started:
@@ -150,5 +157,7 @@ def demo(
     `jobpulse produce --synthetic` in the background and serves the dashboard. Ctrl-C stops
     everything it started.
     """
-    settings: Settings = ctx.obj.with_overrides(dashboard_port=port)
+    settings: Settings = ctx.obj.with_overrides(
+        dashboard_port=port, rows_topic=ctx.obj.rows_topic or DEMO_ROWS_TOPIC
+    )
     raise typer.Exit(run(settings, rate=rate, show=show))

@@ -17,9 +17,11 @@ from pydantic.fields import FieldInfo
 from jobpulse import settings as settings_module
 from jobpulse.cli.breakdown import breakdown
 from jobpulse.cli.demo import demo
+from jobpulse.cli.verify import verify_command
 from jobpulse.dashboard import cli as dashboard_cli
 from jobpulse.dataflows import cli as dataflows_cli
 from jobpulse.errors import JobpulseError, error_line
+from jobpulse.postgres import cli as postgres_cli
 from jobpulse.producer import cli as producer_cli
 from jobpulse.stack import cli as stack_cli
 
@@ -62,9 +64,10 @@ global_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 app.callback()(global_options)
 
 
-for component in (stack_cli, producer_cli, dataflows_cli):
+for component in (stack_cli, producer_cli, dataflows_cli, postgres_cli):
     component.register(app)
 app.command("breakdown")(breakdown)
+app.command("verify")(verify_command)
 dashboard_cli.register(app)
 app.command("demo")(demo)
 

@@ -629,6 +629,10 @@ def status_html(snapshot: vm.Snapshot, settings: Settings, now: float) -> str:
         )
     lag = vm.total_lag(_partition_columns(snapshot, settings))
     version = snapshot.breakdown.version if snapshot.breakdown else "–"
+    sink = ""
+    if settings.rows_topic:  # the PostgreSQL sink runs beside the counting
+        sink_lag = "–" if snapshot.sink_lag is None else f"{snapshot.sink_lag:,}"
+        sink = f'<span>PostgreSQL sink lag: <b data-testid="sink-lag">{sink_lag}</b></span>'
     return (
         '<div class="jp-status">'
         f'<span data-testid="redis-status" data-ok="{str(snapshot.redis_ok).lower()}">'
@@ -642,6 +646,7 @@ def status_html(snapshot: vm.Snapshot, settings: Settings, now: float) -> str:
         f'<span>Total lag: <b data-testid="total-lag">{"–" if lag is None else f"{lag:,}"}</b>'
         "</span>"
         f'<span>Version <b data-testid="version">{version}</b></span>'
+        f"{sink}"
         f"<span>{html.escape(settings.offers_topic)} · prefix "
         f"{html.escape(settings.redis_prefix)}</span>"
         "</div>"

@@ -30,8 +30,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from jobpulse import kafka
 from jobpulse.dashboard.view_model import Snapshot, records_rate
+from jobpulse.offer_row import sink_group
 from jobpulse.settings import Settings
 from jobpulse.store import Store, totals
+from jobpulse.topics import group_lag
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,7 @@ class Feed:
                     kafka_ok=True,
                     kafka_error=None,
                     offers_topic_missing=watermarks is None,
+                    sink_lag=self._sink_lag(),
                     kafka_checks=checks,
                 )
             except KafkaException as exc:
@@ -201,6 +204,13 @@ class Feed:
                     kafka_checks=checks,
                 )
             self._stop.wait(self.kafka_every_s)
+
+    def _sink_lag(self) -> int | None:
+        """The PostgreSQL sink's lag on the rows topic (None: no rows topic, or unknown)."""
+        rows_topic = self.settings.rows_topic
+        if not rows_topic:
+            return None
+        return group_lag(self.settings, sink_group(rows_topic), rows_topic, timeout=2.0)
 
 
 def high_watermarks(admin: AdminClient, topic: str, *, timeout: float) -> dict[int, int] | None:

@@ -64,6 +64,9 @@ class Snapshot:
     offers_topic_missing: bool = False
     #: How many Kafka checks finished so far (on the page for the browser tests to wait on).
     kafka_checks: int = 0
+    #: Rows of the offer-rows topic the PostgreSQL sink has not committed; ``None``: no rows
+    #: topic configured, or not known.
+    sink_lag: int | None = None
     records_per_s: float | None = None
     #: Wall-clock time (epoch s) the snapshot was taken.
     taken_at: float = 0.0

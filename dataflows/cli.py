@@ -1,4 +1,4 @@
-"""``jobpulse run`` and ``jobpulse verify``."""
+"""``jobpulse run``."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from typing import Annotated
 import orjson
 import typer
 
-from jobpulse.errors import JobpulseError, UsageError
-from jobpulse.settings import Settings
+from jobpulse.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     """Add this component's commands to ``app``."""
     app.command("run")(run)
-    app.command("verify")(verify)
 
 
 def _cluster_from_env() -> tuple[int | None, str | None]:
@@ -113,26 +111,3 @@ def run(
             recount=recount,
         ),
     )
-
-
-def verify(ctx: typer.Context) -> None:
-    """Fold the deltas topic (de-duplicated by event_id) and compare with Redis.
-
-    Prints the mismatching cells and exits 1 if any; exits 0 if identical.
-    """
-    from .verify import verify as run_verify
-
-    settings: Settings = ctx.obj
-    result = run_verify(settings)
-    mismatches = result.mismatches
-    for cell, expected, actual in mismatches:
-        typer.echo(
-            f"mismatch {cell.category} × {cell.continent}: deltas topic {expected}, Redis {actual}"
-        )
-    summary = (
-        f"{result.messages} deltas read ({result.distinct} distinct event ids), "
-        f"{len(result.expected)} non-zero cells, total {sum(result.expected.values())}"
-    )
-    if mismatches:
-        raise JobpulseError(f"{len(mismatches)} cell(s) differ; {summary}")
-    typer.echo(f"ok: Redis equals the folded deltas topic; {summary}")

@@ -16,7 +16,10 @@ Postgres and Redis cannot disagree on them. Kafka key: the offer id. Kafka value
   timestamp, never below an earlier one of its partition);
 - ``version``: the per-offer ordering rule of the dataflow (:mod:`jobpulse.dataflows` keeps
   the newest version of each offer): ``timestamp_ms << 16 | partition``. A consumer keeps, per
-  offer, the row of the highest version: replays and stale records never overwrite it.
+  offer, the row of the highest version: replays and stale records never overwrite it. Two
+  records of one offers partition in the same millisecond share a version; the later offset
+  is the newer one (the dataflow applies them in offset order), so compare
+  ``(version, offset)`` — a replay has both equal.
 
 Rows are at-least-once (a restarted dataflow rewrites the rows of the records after its last
 snapshot); the version makes applying one twice harmless.
@@ -28,7 +31,8 @@ from typing import Literal
 
 import msgspec
 
-#: The consumer group of the PostgreSQL sink (its committed offsets are its progress).
+#: The consumer group of the PostgreSQL sink (its committed offsets are its progress); each
+#: rows topic has its own: :func:`sink_group`.
 SINK_GROUP = "jobpulse.postgres-sink"
 #: Bits below the order time in :attr:`OfferRow.version`: the partition.
 PARTITION_BITS = 16
@@ -63,6 +67,12 @@ class OfferRow(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     def from_json(cls, value: bytes) -> OfferRow:
         """Decode (and type-check) one row; ``msgspec.ValidationError`` if it is not one."""
         return _decode(value)
+
+
+def sink_group(rows_topic: str) -> str:
+    """The PostgreSQL sink's consumer group for ``rows_topic`` (two pipelines sharing a Kafka
+    cluster never share a group): ``jobpulse.postgres-sink.<rows topic>``."""
+    return f"{SINK_GROUP}.{rows_topic}"
 
 
 def version_of(timestamp_ms: int, partition: int) -> int:

@@ -26,9 +26,19 @@ MAX_DELAY_S = 5.0
 class Outage:
     """The current outage of one service as one sink sees it (``None`` started: no outage)."""
 
-    def __init__(self, service: str, limit_s: float) -> None:
+    def __init__(
+        self,
+        service: str,
+        limit_s: float,
+        *,
+        who: str = "the dataflow",
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.service = service
         self.limit_s = limit_s
+        #: What stops past the limit (``the dataflow``, ``the PostgreSQL sink``), and its log.
+        self.who = who
+        self.log = logger or log
         self.started: float | None = None
         self._delay = FIRST_DELAY_S
 
@@ -41,7 +51,7 @@ class Outage:
         if self.started is None:
             self.started = now
             self._delay = FIRST_DELAY_S
-            log.warning(
+            self.log.warning(
                 "%s unreachable (%s): waiting up to %.0f s, retrying with backoff",
                 self.service,
                 _one_line(error),
@@ -50,7 +60,7 @@ class Outage:
         elif now - self.started > self.limit_s:
             exit_now(
                 ServiceUnavailable(
-                    f"the dataflow stopped: {self.service} unreachable for more than "
+                    f"{self.who} stopped: {self.service} unreachable for more than "
                     f"{self.limit_s:.0f} s (JOBPULSE_OUTAGE_LIMIT_SECONDS): {_one_line(error)}"
                 )
             )
@@ -60,7 +70,7 @@ class Outage:
     def succeeded(self) -> None:
         """Note a successful attempt: ends the outage (logged) if there was one."""
         if self.started is not None:
-            log.warning(
+            self.log.warning(
                 "%s reachable again after %.1f s", self.service, time.monotonic() - self.started
             )
             self.started = None

@@ -206,3 +206,31 @@ def delete_topics(settings: Settings, topics: Iterable[str], timeout: float = 30
             if error_code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise JobpulseError(f"deleting topic {name} failed: {error_text(exc)}") from None
     return deleted
+
+
+def group_lag(settings: Settings, group: str, topic: str, timeout: float = 5.0) -> int | None:
+    """How many records of ``topic`` consumer group ``group`` has not committed yet: the sum
+    over its partitions of high watermark − committed offset (the low watermark where the
+    group committed nothing). ``None`` if the topic does not exist or Kafka does not answer
+    within ``timeout``. E.g. the PostgreSQL sink's lag:
+    ``group_lag(settings, offer_row.sink_group(topic), topic)``."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    # A consumer that never subscribes does not join the group: it only reads its offsets.
+    consumer = kafka.consumer(settings, required={"group.id": group, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            return None
+        wanted = [TopicPartition(topic, p) for p in sorted(info.partitions)]
+        lag = 0
+        for committed in consumer.committed(wanted, timeout=timeout):
+            low, high = consumer.get_watermark_offsets(committed, timeout=timeout)
+            start = committed.offset if committed.offset >= 0 else low
+            lag += max(0, high - max(start, low))
+        return lag
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()

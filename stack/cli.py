@@ -10,7 +10,7 @@ from jobpulse.settings import Settings
 
 stack_app = typer.Typer(
     name="stack",
-    help="The local Kafka (KRaft, native Java) and Redis: start, stop, inspect.",
+    help="The local Kafka (KRaft, native Java), Redis and PostgreSQL: start, stop, inspect.",
     no_args_is_help=True,
 )
 topics_app = typer.Typer(
@@ -28,10 +28,11 @@ def register(app: typer.Typer) -> None:
 
 @stack_app.command("up")
 def stack_up(ctx: typer.Context) -> None:
-    """Start Kafka and Redis unless they already answer; wait until both are ready.
+    """Start Kafka, Redis and PostgreSQL unless they already answer; wait until all are ready.
 
-    Reuses a healthy running stack (and any Kafka/Redis already reachable at the configured
-    addresses). Prints the startup time and the Kafka and Redis versions.
+    Reuses a healthy running stack (and any Kafka/Redis/PostgreSQL already reachable at the
+    configured addresses); a PostgreSQL of this state dir gets the URL's user and database.
+    Prints the startup time and the versions.
     """
     from jobpulse.stack import lifecycle
 
@@ -48,7 +49,10 @@ def stack_up(ctx: typer.Context) -> None:
 
 @stack_app.command("down")
 def stack_down(ctx: typer.Context) -> None:
-    """Stop the Kafka and Redis processes that ``stack up`` started from this state dir."""
+    """Stop the Kafka, Redis and PostgreSQL processes ``stack up`` started from this state dir.
+
+    PostgreSQL gets a fast shutdown (``pg_ctl stop -m fast``: open sessions are ended).
+    """
     from jobpulse.stack import lifecycle
 
     for state in lifecycle.down(ctx.obj):

@@ -1,4 +1,4 @@
-"""``stack up | down | status``: the local Kafka and Redis as one unit.
+"""``stack up | down | status``: the local Kafka, Redis and PostgreSQL as one unit.
 
 ``up`` reuses whatever already answers at the configured addresses and starts only what is
 missing; ``down`` stops only the processes whose pid files this state dir holds. A pid is
@@ -10,16 +10,17 @@ credentials is reported as such at once (never as "down", never waited for).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobpulse import processes, topics
+from jobpulse import pg, processes, topics
 from jobpulse.errors import AuthenticationFailed, JobpulseError, ServiceUnavailable
 from jobpulse.processes import PidRecord, Tool
 from jobpulse.settings import Settings
-from jobpulse.stack import kafka, redis_server
+from jobpulse.stack import kafka, postgres, redis_server
 
 STARTED = "started"
 RUNNING = "already running"
@@ -48,7 +49,7 @@ class ServiceState:
 
     def line(self) -> str:
         """A one-line human summary."""
-        parts = [f"{self.name:<6}", f"{self.state:<16}", f"{self.version or '-':<8}", self.address]
+        parts = [f"{self.name:<8}", f"{self.state:<16}", f"{self.version or '-':<8}", self.address]
         if self.pid is not None:
             parts.append(f"pid {self.pid}")
         if self.seconds is not None:
@@ -67,10 +68,21 @@ class _Service:
     endpoint: Callable[[Settings], tuple[str, int] | None]
     probe: Callable[[Settings], str | None]  # version if it answers, else None
     pid_file: Callable[[Settings], Path]
-    tools: Callable[[], list[Tool]]
+    #: What keeps ``up`` from starting it (missing tools...), one line each.
+    problems: Callable[[Settings], list[str]]
     start: Callable[[Settings], PidRecord]
     exit_reason: Callable[[Settings, PidRecord], str | None]
     ready_timeout: float
+    #: Stops a process of ours and waits until it is gone.
+    stop: Callable[[Settings, PidRecord], None] = lambda _settings, record: processes.stop(record)
+    #: Makes the configured address usable on a running process of ours (PostgreSQL: the
+    #: URL's role and database); ``up`` runs it before reusing one.
+    prepare: Callable[[Settings], None] | None = None
+
+
+def _missing(tools: Iterable[Tool]) -> list[str]:
+    """``<tool> not found: <fix>`` for each tool not on PATH."""
+    return [f"{tool.name} not found: {tool.fix}" for tool in tools if not shutil.which(tool.name)]
 
 
 def _kafka_probe(settings: Settings) -> str | None:
@@ -88,7 +100,7 @@ KAFKA = _Service(
     endpoint=lambda s: (s.kafka_host, s.kafka_port),
     probe=_kafka_probe,
     pid_file=lambda s: kafka.Paths(s).pid,
-    tools=kafka.required_tools,
+    problems=lambda _s: _missing(kafka.required_tools()),
     start=kafka.start,
     exit_reason=kafka.exit_reason,
     ready_timeout=kafka.READY_TIMEOUT_S,
@@ -100,12 +112,33 @@ REDIS = _Service(
     endpoint=lambda s: None if s.redis_url.startswith("unix:") else (s.redis_host, s.redis_port),
     probe=redis_server.version,
     pid_file=lambda s: redis_server.Paths(s).pid,
-    tools=lambda: [redis_server.REDIS],
+    problems=lambda _s: _missing([redis_server.REDIS]),
     start=redis_server.start,
     exit_reason=redis_server.exit_reason,
     ready_timeout=redis_server.READY_TIMEOUT_S,
 )
-SERVICES = (KAFKA, REDIS)
+
+
+def _postgres_endpoint(settings: Settings) -> tuple[str, int] | None:
+    where = pg.target(settings)
+    return (str(where.host), where.port) if where.tcp else None
+
+
+POSTGRES = _Service(
+    name="postgres",
+    address=pg.display,
+    host=lambda s: pg.target(s).host or "localhost",
+    endpoint=_postgres_endpoint,
+    probe=pg.server_version,
+    pid_file=lambda s: postgres.Paths(s).pid,
+    problems=postgres.problems,
+    start=postgres.start,
+    exit_reason=postgres.exit_reason,
+    ready_timeout=postgres.READY_TIMEOUT_S,
+    stop=postgres.stop,
+    prepare=postgres.prepare,
+)
+SERVICES = (KAFKA, REDIS, POSTGRES)
 
 
 def _lock(settings: Settings) -> Path:
@@ -161,17 +194,21 @@ def status(settings: Settings) -> list[ServiceState]:
 
 
 def up(settings: Settings) -> tuple[list[ServiceState], float]:
-    """Start what is not running, wait until Kafka serves metadata and Redis answers PING.
+    """Start what is not running, wait until Kafka serves metadata, Redis answers PING and
+    PostgreSQL lets the configured user into the configured database.
 
     Returns the states and the total seconds taken. Idempotent: services that already answer
-    are reused, whether this state dir started them or not. A service that refuses the
-    configured credentials is :class:`AuthenticationFailed` at once.
+    are reused, whether this state dir started them or not (a PostgreSQL of ours gets the
+    URL's role and database first). A service that refuses the configured credentials is
+    :class:`AuthenticationFailed` at once.
     """
     t0 = time.monotonic()
     with processes.locked(_lock(settings)):
         plan: dict[str, ServiceState | PidRecord | None] = {}
         for svc in SERVICES:
             ours, elsewhere = _records(svc, settings)
+            if ours is not None and svc.prepare is not None:
+                _prepare_ours(svc, settings)
             version = svc.probe(settings)  # AuthenticationFailed: nothing to start or wait for
             if version is not None:
                 state = RUNNING if ours else EXTERNAL
@@ -200,19 +237,21 @@ def up(settings: Settings) -> tuple[list[ServiceState], float]:
             else:
                 plan[svc.name] = None
         # Check every prerequisite before starting anything: one message, nothing half-up.
-        needed = [tool for svc in SERVICES if plan[svc.name] is None for tool in svc.tools()]
-        processes.require_tools(list(dict.fromkeys(needed)))
+        missing = [p for svc in SERVICES if plan[svc.name] is None for p in svc.problems(settings)]
+        if missing:
+            raise JobpulseError("; ".join(dict.fromkeys(missing)))
         started: dict[str, tuple[PidRecord, float]] = {}
         try:
             for svc in SERVICES:
                 entry = plan[svc.name]
                 if entry is None:
-                    started[svc.name] = (svc.start(settings), time.monotonic())
+                    began = time.monotonic()
+                    started[svc.name] = (svc.start(settings), began)
                 elif isinstance(entry, PidRecord):
                     started[svc.name] = (entry, time.monotonic())
             ready: dict[str, ServiceState] = {}
-            # Redis is ready in a fraction of a second: wait for it first so that each
-            # "ready in" is that service's own startup time.
+            # Quickest first (Redis, then PostgreSQL, then Kafka) so that each "ready in" is
+            # that service's own startup time.
             for svc in sorted(SERVICES, key=lambda s: s.ready_timeout):
                 entry = plan[svc.name]
                 if isinstance(entry, ServiceState):
@@ -239,7 +278,7 @@ def up(settings: Settings) -> tuple[list[ServiceState], float]:
             # Leave nothing half-started behind.
             for svc in SERVICES:
                 if plan[svc.name] is None and svc.name in started:
-                    processes.stop(started[svc.name][0])
+                    svc.stop(settings, started[svc.name][0])
                     svc.pid_file(settings).unlink(missing_ok=True)
             raise
     return states, time.monotonic() - t0
@@ -248,7 +287,7 @@ def up(settings: Settings) -> tuple[list[ServiceState], float]:
 def down(settings: Settings, only: Iterable[str] | None = None) -> list[ServiceState]:
     """Stop the processes this state dir started (by pid); leave everything else alone.
 
-    ``only`` limits it to the named services (``"kafka"``, ``"redis"``).
+    ``only`` limits it to the named services (``"kafka"``, ``"redis"``, ``"postgres"``).
     """
     names = set(only) if only is not None else {svc.name for svc in SERVICES}
     states = []
@@ -262,7 +301,7 @@ def down(settings: Settings, only: Iterable[str] | None = None) -> list[ServiceS
             if record is not None:
                 # Shown where it listened: that may not be the configured address.
                 address = svc.address(settings) if ours else _listening(record)
-                processes.stop(record)
+                svc.stop(settings, record)
                 pid_file.unlink(missing_ok=True)
                 states.append(ServiceState(svc.name, address, False, STOPPED, pid=record.pid))
                 continue
@@ -271,6 +310,18 @@ def down(settings: Settings, only: Iterable[str] | None = None) -> list[ServiceS
             state = EXTERNAL if answers else DOWN
             states.append(ServiceState(svc.name, svc.address(settings), answers, state, version))
     return states
+
+
+def _prepare_ours(svc: _Service, settings: Settings) -> None:
+    """Run ``svc.prepare`` on a process of ours that accepts connections (one still
+    starting up is left to the wait in :func:`up`)."""
+    assert svc.prepare is not None
+    try:
+        svc.prepare(settings)
+    except AuthenticationFailed:
+        raise
+    except ServiceUnavailable:
+        pass
 
 
 def _listening(record: PidRecord) -> str:

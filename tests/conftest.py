@@ -1,11 +1,14 @@
 """Shared fixtures: the real local stack, isolated per-test settings, Redis, and the CLI.
 
-Everything runs against the real Kafka and Redis (no mocks):
+Everything runs against the real Kafka, Redis and PostgreSQL (no mocks):
 
-- ``stack`` (session): makes sure Kafka and Redis answer at the configured addresses
-  (JOBPULSE_KAFKA_BOOTSTRAP / JOBPULSE_REDIS_URL, default localhost:9092 / 6379), reusing a
+- ``stack`` (session): makes sure Kafka, Redis and PostgreSQL answer at the configured
+  addresses (JOBPULSE_KAFKA_BOOTSTRAP / JOBPULSE_REDIS_URL / JOBPULSE_POSTGRES_URL, default
+  localhost:9092 / 6379 / 5432, PostgreSQL with the URL's user and database), reusing a
   running stack or starting one with ``jobpulse stack up`` semantics; whatever it started it
   stops at the end of the session. Returns the base :class:`Settings`.
+- ``sink_settings`` (function): ``settings`` plus a rows topic and a PostgreSQL schema of
+  its own (the PostgreSQL sink's tests).
 - ``settings`` (function): base settings with unique topics (``t-<id>.offers`` …), a unique
   ``redis_prefix`` and a temporary ``state_dir``; the three topics exist. Cleaned up afterwards.
 - ``redis_client`` (function): ``redis.Redis`` for ``settings.redis_url`` (bytes responses).
@@ -28,13 +31,15 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis
 
-from jobpulse import processes, topics
+from jobpulse import kafka, pg, processes, topics
 from jobpulse import settings as settings_module
 from jobpulse.errors import JobpulseError
+from jobpulse.offer_row import sink_group
 from jobpulse.settings import Settings, child_env
 from jobpulse.stack import lifecycle
 from jobpulse.store import Store
@@ -63,7 +68,8 @@ def base_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
-    """Kafka and Redis up at the configured addresses for the whole session (see module doc)."""
+    """Kafka, Redis and PostgreSQL up at the configured addresses for the whole session (see
+    module doc): ``settings.postgres_url`` connects."""
     base = base_settings()
     try:
         states, seconds = lifecycle.up(base)
@@ -72,7 +78,10 @@ def stack() -> Iterator[Settings]:
         error = str(exc)
     if error is not None:
         # Outside the except block, so the report is this one line, not a chained traceback.
-        pytest.fail(f"the local stack (Kafka + Redis) could not start: {error}", pytrace=False)
+        pytest.fail(
+            f"the local stack (Kafka + Redis + PostgreSQL) could not start: {error}",
+            pytrace=False,
+        )
     started = [s.name for s in states if s.state == lifecycle.STARTED]
     if started:
         print(f"\n[jobpulse] started {', '.join(started)} in {seconds:.1f}s", file=sys.stderr)
@@ -266,3 +275,44 @@ def recounted(settings: Settings, cli: CliRunner, *args: str) -> Iterator[Store]
 def cli() -> CliRunner:
     """``cli(settings, *args, env=None, timeout=120) -> CompletedProcess[str]``."""
     return run_cli
+
+
+# -- PostgreSQL: a schema per test ----------------------------------------------------------
+
+
+@pytest.fixture
+def sink_settings(settings: Settings) -> Iterator[Settings]:
+    """``settings`` plus a rows topic (3 partitions) and a schema of this test in the stack's
+    PostgreSQL database."""
+    tag = settings.redis_prefix
+    name = tag.replace("-", "_")
+    with pg.connect(settings, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    test_settings = settings.with_overrides(
+        rows_topic=f"{tag}.rows", postgres_url=schema_url(settings.postgres_url, name)
+    )
+    topics.ensure_topics(test_settings, [f"{tag}.rows"], partitions=3)
+    yield test_settings
+    topics.delete_topics(test_settings, [f"{tag}.rows"])
+    forget_progress(test_settings)
+    with pg.connect(settings, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def schema_url(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` (``options=-csearch_path=…``)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def forget_progress(settings: Settings) -> None:
+    """Delete the sink's consumer group: the next run reads the topic from the start."""
+    admin = kafka.admin(settings)
+    assert settings.rows_topic
+    for future in admin.delete_consumer_groups(
+        [sink_group(settings.rows_topic)], request_timeout=10
+    ).values():
+        with contextlib.suppress(Exception):  # never committed: nothing to delete
+            future.result()

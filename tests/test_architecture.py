@@ -1,8 +1,8 @@
 """The dependencies run one way: core ← components ← composition (an import-graph check).
 
 - core: the modules of ``jobpulse/`` (contracts and shared infrastructure) import only core;
-- components: ``producer/``, ``dataflows/``, ``dashboard/``, ``stack/`` import the core and
-  themselves, never each other;
+- components: ``producer/``, ``dataflows/``, ``dashboard/``, ``stack/``, ``postgres/`` import
+  the core and themselves, never each other;
 - composition: ``cli/`` (the command, ``breakdown``, ``demo``) may import anything.
 
 Every import counts, including the ones inside functions.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPONENTS = ("producer", "dataflows", "dashboard", "stack")
+COMPONENTS = ("producer", "dataflows", "dashboard", "stack", "postgres")
 COMPOSITION = "cli"
 #: folder → import package, as pyproject.toml maps them.
 FOLDERS = {"jobpulse": "jobpulse", **{f: f"jobpulse.{f}" for f in (*COMPONENTS, COMPOSITION)}}

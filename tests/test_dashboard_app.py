@@ -150,3 +150,14 @@ def test_an_unreachable_kafka_reaches_the_page_with_its_reason() -> None:
     kafka = _kafka_status(app.status_html(snapshot, settings, time.time()))
     assert f"({html.escape(snapshot.kafka_error)})" in kafka
     assert f'data-checks="{snapshot.kafka_checks}"' in kafka
+
+
+def test_the_postgres_sink_lag_shows_only_with_a_rows_topic() -> None:
+    snapshot = vm.Snapshot(breakdown=Breakdown(counts={}), redis_ok=True, sink_lag=12_345)
+    without = load(env={})
+    with_rows = load(env={"JOBPULSE_ROWS_TOPIC": "jobpulse.offer-rows"})
+    assert "sink-lag" not in app.status_html(snapshot, without, time.time())
+    shown = app.status_html(snapshot, with_rows, time.time())
+    assert 'data-testid="sink-lag">12,345</b>' in shown
+    unknown = app.status_html(vm.Snapshot(redis_ok=True), with_rows, time.time())
+    assert 'data-testid="sink-lag">–</b>' in unknown

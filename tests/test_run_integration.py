@@ -27,8 +27,8 @@ from scenario import (
     write_professions,
 )
 
+from jobpulse.cli.verify import read_deltas
 from jobpulse.dataflows.dlq import OFFSET, PARTITION, REASON, TOPIC, header_map
-from jobpulse.dataflows.verify import read_deltas
 from jobpulse.delta import Cell, fold
 from jobpulse.settings import Settings
 from jobpulse.store import Store, totals

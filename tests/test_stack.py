@@ -1,10 +1,14 @@
-"""The local stack: real Kafka and Redis answer, and ``jobpulse stack up|down|status`` behave."""
+"""The local stack: real Kafka, Redis and PostgreSQL answer, and ``jobpulse stack
+up|down|status`` behave (PostgreSQL's own cases: test_stack_postgres.py)."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +20,10 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
+from jobpulse import pg, topics
 from jobpulse import settings as settings_module
-from jobpulse import topics
 from jobpulse.settings import Settings
-from jobpulse.stack import kafka, lifecycle
+from jobpulse.stack import kafka, lifecycle, postgres
 
 if TYPE_CHECKING:
     from conftest import CliRunner
@@ -46,14 +50,28 @@ def _free_kafka_port() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
-def _private_stack_settings(tmp_path: Path) -> Settings:
+SERVICES = {"kafka", "redis", "postgres"}
+
+
+def _private_stack_settings(state_dir: Path) -> Settings:
     """Settings for a second, private stack: its own ports and state dir (never the shared one)."""
     return settings_module.load(
         env={},
         kafka_bootstrap=f"localhost:{_free_kafka_port()}",
         redis_url=f"redis://localhost:{_free_port()}/0",
-        state_dir=tmp_path / "private-state",
+        postgres_url=f"postgresql://jobpulse@localhost:{_free_port()}/jobpulse",
+        state_dir=state_dir,
     )
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A temporary folder other users can enter: run as root, PostgreSQL runs as the
+    ``postgres`` user, which cannot reach into pytest's own (mode 0700) temporary folders."""
+    folder = Path(tempfile.mkdtemp(prefix="jobpulse-test-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _pids(state_dir: Path) -> dict[str, int]:
@@ -62,11 +80,11 @@ def _pids(state_dir: Path) -> dict[str, int]:
 
 
 def _service_lines(output: str) -> dict[str, str]:
-    """``{"kafka": line, "redis": line}`` from the output of a stack command."""
+    """``{"kafka": line, "redis": line, "postgres": line}`` from a stack command's output."""
     return {
         line.split()[0]: line
         for line in output.splitlines()
-        if line.split() and line.split()[0] in {"kafka", "redis"}
+        if line.split() and line.split()[0] in SERVICES
     }
 
 
@@ -78,20 +96,25 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def private_stack(tmp_path: Path, cli: CliRunner) -> Iterator[Settings]:
+def private_stack(open_dir: Path, cli: CliRunner) -> Iterator[Settings]:
     """A private stack's settings; whatever it left running is stopped at teardown."""
-    private = _private_stack_settings(tmp_path)
+    private = _private_stack_settings(open_dir / "private-state")
     yield private
     cli(private, "stack", "down")
 
 
 def test_stack_fixture_services_answer(stack: Settings) -> None:
     states = {s.name: s for s in lifecycle.status(stack)}
-    assert states["kafka"].up and states["redis"].up
+    assert states["kafka"].up and states["redis"].up and states["postgres"].up
     assert topics.cluster_metadata(stack).brokers
     conn = redis.Redis.from_url(stack.redis_url)
     assert conn.ping() is True
     conn.close()
+    with pg.connect(stack) as db:
+        assert db.execute("SELECT current_database(), 1 + 1").fetchone() == (
+            pg.target(stack).dbname,
+            2,
+        )
 
 
 def test_message_round_trips_through_kafka(settings: Settings) -> None:
@@ -141,17 +164,19 @@ def test_up_twice_is_a_noop_and_down_leaves_no_process(
 ) -> None:
     first = cli(private_stack, "stack", "up")
     assert first.returncode == 0, first.stderr
+    assert set(_service_lines(first.stdout)) == SERVICES
     assert all(" started " in line for line in _service_lines(first.stdout).values())
     assert f"kafka {kafka.KAFKA_VERSION}" in first.stdout and "redis 7" in first.stdout
+    assert re.search(r"postgres \d+\.\d+", first.stdout)
     assert "stack up in" in first.stdout
     pids = _pids(private_stack.state_dir)
-    assert set(pids) == {"kafka", "redis"}
+    assert set(pids) == SERVICES
     assert all(psutil.pid_exists(pid) for pid in pids.values())
 
     second = cli(private_stack, "stack", "up")
     assert second.returncode == 0, second.stderr
     lines = _service_lines(second.stdout)
-    assert set(lines) == {"kafka", "redis"}
+    assert set(lines) == SERVICES
     assert all("already running" in line for line in lines.values())
     assert "stack already running" in second.stdout
     assert _pids(private_stack.state_dir) == pids
@@ -160,11 +185,12 @@ def test_up_twice_is_a_noop_and_down_leaves_no_process(
     assert status.returncode == 0, status.stderr
     assert private_stack.kafka_bootstrap in status.stdout
     assert private_stack.redis_url in status.stdout
+    assert private_stack.postgres_url in status.stdout
 
     down = cli(private_stack, "stack", "down")
     assert down.returncode == 0, down.stderr
     lines = _service_lines(down.stdout)
-    assert set(lines) == {"kafka", "redis"}
+    assert set(lines) == SERVICES
     assert all("stopped" in line for line in lines.values())
     assert all(_gone(pid) for pid in pids.values())
     assert not list((private_stack.state_dir / "run").glob("*.pid"))
@@ -180,7 +206,7 @@ def test_up_starts_nothing_for_services_already_reachable(
     result = cli(elsewhere, "stack", "up")
     assert result.returncode == 0, result.stderr
     lines = _service_lines(result.stdout)
-    assert set(lines) == {"kafka", "redis"}
+    assert set(lines) == SERVICES
     assert all("external" in line for line in lines.values())
     assert not (elsewhere.state_dir / "run").exists() or not list(
         (elsewhere.state_dir / "run").glob("*.pid")
@@ -213,6 +239,9 @@ def test_missing_java_gives_one_clear_message(
     assert len(lines) == 1, result.stderr
     assert "java not found" in lines[0] and "make deps" in lines[0]
     assert "redis-server" not in lines[0]
+    if postgres.DEBIAN_LIB in (postgres.bin_dir() or Path("/")).parents:
+        # Debian's PostgreSQL is found off PATH, in /usr/lib/postgresql/<version>/bin.
+        assert "initdb" not in lines[0]
     # Nothing was started half-way.
     assert not _pids(private_stack.state_dir)
 
