@@ -1,6 +1,6 @@
 """Per-offer state: which cell each open offer is counted in, and the deltas it causes.
 
-**Owned by the offer id.** The state is keyed by :func:`offer_key`, a 128-bit hash of the
+**Owned by the offer id.** The state is keyed by :func:`offer_key`, a 120-bit hash of the
 offer id taken from the record's *value*, never from the Kafka key or partition, and split
 into :data:`SHARDS` shards by that key (:func:`shard_of`). Every record of an offer
 therefore meets the same :class:`ShardState`, whatever partition it was written to:
@@ -44,11 +44,12 @@ expiry back (its tombstones stay in memory until it does).
 
 **Memory.** ``open`` maps the offer's key to one int packing ``(order time, partition, cell
 code)``; the cell code indexes the shard's small table of cells. An open offer costs a
-dict slot and two ints (≈ 110 bytes, measured in ``benchmarks/throughput.py``), whatever
-the length of its id; a tombstone the same. The key is the id's 128-bit BLAKE2b hash: a
-44-byte int where the id string took 49 bytes plus its length. Two of 100 M distinct ids
-share a key with probability ≈ n²/2¹²⁹ ≈ 10⁻²³, and BLAKE2b makes colliding ids
-infeasible to construct on purpose.
+dict slot and two ints (≈ 115 bytes, measured in ``benchmarks/throughput.py``), whatever
+the length of its id; a tombstone the same. The key is the id's 120-bit BLAKE2b hash: a
+40-byte int (120 bits are four of CPython's 30-bit digits; 128 would take five) where the
+id string took 49 bytes plus its length. Two of 100 M distinct ids share a key with
+probability ≈ n²/2¹²¹ ≈ 4·10⁻²¹, and BLAKE2b makes colliding ids infeasible to construct
+on purpose.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ ShardSnapshot = tuple[dict[int, int], dict[int, int], list[Cell], dict[int, tupl
 
 
 def offer_key(offer_id: bytes) -> int:
-    """The state's key of an offer id (UTF-8): its 128-bit BLAKE2b hash, as an int."""
-    return int.from_bytes(blake2b(offer_id, digest_size=16).digest(), "little")
+    """The state's key of an offer id (UTF-8): its 120-bit BLAKE2b hash, as an int (120 bits:
+    four of CPython's 30-bit digits, a 40-byte int)."""
+    return int.from_bytes(blake2b(offer_id, digest_size=15).digest(), "little")
 
 
 def shard_of(offer_id: bytes | None) -> int:

@@ -56,7 +56,7 @@ DEFAULT_SNAPSHOT_INTERVAL_S = 5.0
 
 #: What the saved state's keys mean; a recovery store made with another layout cannot resume.
 LAYOUT_FILE = "jobpulse-layout.json"
-STATE_LAYOUT = {"version": 3, "state": "offer-key shards", "key": "blake2b-128", "shards": SHARDS}
+STATE_LAYOUT = {"version": 3, "state": "offer-key shards", "key": "blake2b-120", "shards": SHARDS}
 
 #: Exit status of a cluster member that stopped because the offers topic grew (restart it).
 EXIT_TOPIC_GREW = 75
