@@ -107,10 +107,20 @@ def default_recovery_dir(settings: Settings) -> Path:
 def run(settings: Settings, options: RunOptions) -> None:
     """Run the dataflow until the end (``--once``), Ctrl-C, or a failure."""
     entered = time.monotonic()  # the command's imports are done
+    # The dataflow's own modules (Bytewax, numpy, the steps) load on a thread while this one
+    # waits for Redis and Kafka to answer the checks below: ≈ 0.1 s off the first record.
+    threading.Thread(target=_import_the_dataflow, name="import-dataflow", daemon=True).start()
     try:
         _run(settings, options)
     finally:
         _log_start_up(entered)
+
+
+def _import_the_dataflow() -> None:
+    from bytewax._bytewax import cli_main  # noqa: F401
+    from bytewax.recovery import RecoveryConfig  # noqa: F401
+
+    from . import flow, geocoding, kafka_io, redis_sink  # noqa: F401
 
 
 def _log_start_up(entered: float) -> None:
