@@ -34,48 +34,11 @@ from jobpulse.settings import Settings
 from .items import OutMessage, RawChunk, RawRecord
 
 #: librdkafka's own log is silenced (:data:`jobpulse.kafka.QUIET`); the dataflow reports what
-#: matters, once per state change (:class:`_ReadHealth`).
+#: matters, once per state change (:class:`jobpulse.kafka.ReadHealth`).
 log = logging.getLogger("jobpulse.dataflow.kafka")
 
 
-class _ReadHealth:
-    """Whether this process's offers readers get errors: logged when it changes, not per error.
-
-    Transient errors (a broker restart) are retried by librdkafka; the readers just wait.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failing_since: float | None = None
-        self.errors = 0
-
-    def error(self, partition: int, error: KafkaError) -> None:
-        with self._lock:
-            self.errors += 1
-            if self._failing_since is None:
-                self._failing_since = time.monotonic()
-                log.warning(
-                    "reading the offers topic: %s (partition %d); librdkafka retries, the "
-                    "readers wait",
-                    error.str(),
-                    partition,
-                )
-
-    def ok(self) -> None:
-        if self._failing_since is None:
-            return
-        with self._lock:
-            if self._failing_since is not None:
-                log.warning(
-                    "reading the offers topic again after %.1f s (%d errors meanwhile)",
-                    time.monotonic() - self._failing_since,
-                    self.errors,
-                )
-                self._failing_since = None
-                self.errors = 0
-
-
-_READ_HEALTH = _ReadHealth()
+_READ_HEALTH = kafka.ReadHealth("the offers topic", "the readers wait", log)
 
 
 #: ``time.monotonic()`` when this process read its first offers record (start-up latency).
@@ -195,7 +158,7 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
         ):
             raise RuntimeError(f"offers partition {self._partition}: fatal Kafka error: {error}")
-        _READ_HEALTH.error(self._partition, error)
+        _READ_HEALTH.error(error, f" (partition {self._partition})")
 
     def snapshot(self) -> PartitionPosition:
         return (self._next, self._newest)

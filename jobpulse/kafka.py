@@ -20,7 +20,8 @@ restarts); jobpulse reports reachability once, in its own words. So every client
 
 The rest is what every Kafka user of the project needs once: :func:`error_code` and
 :func:`error_text` unwrap a ``KafkaException`` safely, :func:`produce` waits while a
-producer's local queue is full. Topic administration is :mod:`jobpulse.topics`.
+producer's local queue is full, :class:`ReadHealth` reports a reader's errors once per
+state change. Topic administration is :mod:`jobpulse.topics`.
 
 confluent-kafka is imported when a client is built, not with this module, so that commands
 that never talk to Kafka start without it.
@@ -29,6 +30,8 @@ that never talk to Kafka start without it.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -167,3 +170,47 @@ def produce(
             return
         except BufferError:
             producer.poll(_FULL_QUEUE_POLL_S)
+
+
+class ReadHealth:
+    """Whether a reader's consumers get errors: logged when that changes, never per error.
+
+    Transient errors (a broker restart) are retried by librdkafka; the reader just waits.
+    ``topic`` and ``waiting`` complete the lines ("reading {topic}: …; librdkafka retries,
+    {waiting}"). Thread-safe: every worker of a process may report to one.
+    """
+
+    def __init__(self, topic: str, waiting: str, logger: logging.Logger) -> None:
+        self.topic, self.waiting, self.log = topic, waiting, logger
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+        self.errors = 0
+
+    def error(self, error: KafkaError, where: str = "") -> None:
+        """One error (``where``: e.g. ``" (partition 3)"``, appended to the first line)."""
+        with self._lock:
+            self.errors += 1
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                self.log.warning(
+                    "reading %s: %s%s; librdkafka retries, %s",
+                    self.topic,
+                    error.str(),
+                    where,
+                    self.waiting,
+                )
+
+    def ok(self) -> None:
+        """Records arrived: one line if errors came before."""
+        if self._failing_since is None:
+            return
+        with self._lock:
+            if self._failing_since is not None:
+                self.log.warning(
+                    "reading %s again after %.1f s (%d errors meanwhile)",
+                    self.topic,
+                    time.monotonic() - self._failing_since,
+                    self.errors,
+                )
+                self._failing_since = None
+                self.errors = 0

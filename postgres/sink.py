@@ -43,7 +43,7 @@ from . import schema
 from .writer import Applied, OffersWriter, Unstorable, check_storable
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, KafkaError, Message
+    from confluent_kafka import Consumer, Message
 
 log = logging.getLogger("jobpulse.sink")
 
@@ -147,31 +147,6 @@ class SinkResult:
         return self.applied.rows + self.skipped
 
 
-class _KafkaHealth:
-    """Consumer errors logged when they start and when they stop, never one per error."""
-
-    def __init__(self) -> None:
-        self.failing_since: float | None = None
-        self.errors = 0
-
-    def error(self, error: KafkaError) -> None:
-        self.errors += 1
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            log.warning(
-                "reading the rows topic: %s; librdkafka retries, the sink waits", error.str()
-            )
-
-    def ok(self) -> None:
-        if self.failing_since is not None:
-            log.warning(
-                "reading the rows topic again after %.1f s (%d errors meanwhile)",
-                time.monotonic() - self.failing_since,
-                self.errors,
-            )
-            self.failing_since, self.errors = None, 0
-
-
 class Sink:
     """One run of the sink (see the module doc). :meth:`run` does the work."""
 
@@ -194,7 +169,7 @@ class Sink:
         self.once = once
         self.progress = progress or Progress()
         self.result = SinkResult()
-        self._health = _KafkaHealth()
+        self._health = kafka.ReadHealth("the rows topic", "the sink waits", log)
         self._postgres = Outage(
             "PostgreSQL", settings.outage_limit_seconds, who="the PostgreSQL sink", logger=log
         )
