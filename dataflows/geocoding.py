@@ -190,6 +190,11 @@ def _load_or_build() -> tuple[Places, np.ndarray, np.ndarray]:
     return places, codes, grid
 
 
+#: The thread :func:`warm_up` builds the tree on (a local cluster's launcher waits for it
+#: before it forks).
+TREE_THREAD = "geocoder-tree"
+
+
 class Geocoder:
     """The grid and, for uncertain cells only, the k-d tree (each built once per process)."""
 
@@ -266,4 +271,4 @@ def warm_up() -> None:
     """Load (or build and cache) the grid now instead of on the first batch, and build the
     tree for uncertain cells in the background while the dataflow connects to Kafka."""
     Geocoder.continent_codes([(0.0, 0.0)])
-    threading.Thread(target=Geocoder.build_tree, name="geocoder-tree", daemon=True).start()
+    threading.Thread(target=Geocoder.build_tree, name=TREE_THREAD, daemon=True).start()

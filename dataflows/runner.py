@@ -1,9 +1,10 @@
 """Running the dataflow: pre-flight checks, the recovery store, one process or a local cluster.
 
 - One process (default): the dataflow runs here with ``--workers`` worker threads.
-- ``--processes P``: P child processes on loopback form one Bytewax cluster (each runs
-  ``jobpulse run --process-id i --addresses ...``); Ctrl-C or a failing child stops them all,
-  and children die with the parent (PR_SET_PDEATHSIG).
+- ``--processes P``: P child processes on loopback form one Bytewax cluster. They are forks
+  of this process made once everything is loaded (imports, the geocoder), so a second
+  process costs its share of the work, not another start-up; Ctrl-C or a failing child
+  stops them all, and children die with the parent (PR_SET_PDEATHSIG).
 - Cluster member (``--addresses``/``BYTEWAX_ADDRESSES``): one process of an external cluster,
   e.g. one pod of the Kubernetes StatefulSet.
 
@@ -28,12 +29,11 @@ import gc
 import logging
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,9 +42,9 @@ import psutil
 import redis
 
 from jobpulse import processes
-from jobpulse.errors import JobpulseError, UsageError
+from jobpulse.errors import JobpulseError, UsageError, error_line
 from jobpulse.offer import UNKNOWN
-from jobpulse.settings import Settings, child_env
+from jobpulse.settings import Settings
 from jobpulse.store import PartitionProgress, Store, totals
 
 from .exclusive import RecoveryLock, RunLease
@@ -109,11 +109,14 @@ def run(settings: Settings, options: RunOptions) -> None:
     entered = time.monotonic()  # the command's imports are done
     # The dataflow's own modules (Bytewax, numpy, the steps) load on a thread while this one
     # waits for Redis and Kafka to answer the checks below: ≈ 0.1 s off the first record.
-    threading.Thread(target=_import_the_dataflow, name="import-dataflow", daemon=True).start()
+    threading.Thread(target=_import_the_dataflow, name=_IMPORT_THREAD, daemon=True).start()
     try:
         _run(settings, options)
     finally:
         _log_start_up(entered)
+
+
+_IMPORT_THREAD = "import-dataflow"
 
 
 def _import_the_dataflow() -> None:
@@ -210,11 +213,10 @@ def _run_exclusively(
         from .kafka_io import end_offsets
 
         end = end_offsets(settings)
-    if options.processes == 1 or options.addresses is not None:
-        from . import geocoding
+    from . import geocoding
 
-        geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
-        _freeze_startup_objects()
+    geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
+    _freeze_startup_objects()
     before = _progress(store)
     started = time.monotonic()
     processes.STOP_REQUESTED.clear()
@@ -222,7 +224,7 @@ def _run_exclusively(
         try:
             if options.processes > 1 and options.addresses is None:
                 _launch_local_cluster(
-                    settings, options, recovery_dir, end, lease, len(offers_partitions)
+                    settings, options, recovery_dir, offers_partitions, end, professions, lease
                 )
             else:
                 _run_here(
@@ -356,6 +358,7 @@ def _run_here(
     from .kafka_io import STOP, OffersSource, PartitionWatch, ProducerSink
     from .redis_sink import RedisSink
 
+    _serve_metrics(settings, options)
     flow = build_flow(
         settings,
         OffersSource(settings, partitions, end_offsets=end),
@@ -479,39 +482,36 @@ def _launch_local_cluster(
     settings: Settings,
     options: RunOptions,
     recovery_dir: Path,
+    partitions: list[int],
     end: Mapping[int, int] | None,
+    professions: dict[int, str],
     lease: RunLease | None,
-    partitions: int,
 ) -> None:
-    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(options.processes))
-    env = child_env(settings)
-    common = [
-        "--workers",
-        str(options.workers),
-        "--addresses",
-        addresses,
-        "--recovery-dir",
-        str(recovery_dir),
-        "--snapshot-interval",
-        str(options.snapshot_interval_s),
-        "--launched",
-    ]
-    if options.once:
-        offsets = orjson.dumps(end or {}, option=orjson.OPT_NON_STR_KEYS).decode()
-        common += ["--once", "--end-offsets", offsets]
+    """Fork ``options.processes`` cluster processes of this one and wait for them all."""
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(options.processes)]
+    _ready_to_fork()
     children = [
-        # SIGKILL when the launcher dies; Ctrl-C/SIGTERM ignored until a child's own handlers
-        # are set (the launcher repeats SIGTERM until every child has stopped).
-        processes.spawn_jobpulse(
-            ["run", "--process-id", str(i), *common],
-            env=env,
+        # SIGKILL when the launcher dies; Ctrl-C/SIGTERM ignored until the child's own
+        # handlers are set (the launcher repeats SIGTERM until every child has stopped).
+        processes.fork_child(
+            _cluster_process(
+                settings,
+                replace(options, process_id=i, addresses=addresses, launched=True),
+                recovery_dir,
+                partitions,
+                end,
+                professions,
+            ),
             parent_death_signal=signal.SIGKILL,
             ignore_stop_signals=True,
         )
         for i in range(options.processes)
     ]
     log.info(
-        "local cluster: %d processes × %d workers on %s", len(children), options.workers, addresses
+        "local cluster: %d processes × %d workers on %s",
+        len(children),
+        options.workers,
+        ";".join(addresses),
     )
     if lease is not None:
         lease.on_lost = lambda: _signal_all(children, signal.SIGTERM)
@@ -527,10 +527,55 @@ def _launch_local_cluster(
         finally:
             _stop_children(children)
     if grew:
-        raise OffersTopicGrew(settings.offers_topic, partitions, len(preflight(settings)))
+        raise OffersTopicGrew(settings.offers_topic, len(partitions), len(preflight(settings)))
 
 
-def _wait_all(children: list[subprocess.Popen[bytes]], stopping: threading.Event) -> bool:
+def _ready_to_fork() -> None:
+    """Finish the start-up threads (the dataflow's imports, the geocoder's tree) so that the
+    forks get their results, not a half-done copy; then freeze what was loaded, which the
+    forks share with this process page for page."""
+    from . import geocoding
+
+    for thread in threading.enumerate():
+        if thread.name in (_IMPORT_THREAD, geocoding.TREE_THREAD):
+            thread.join()
+    geocoding.Geocoder.build_tree()  # done by the thread above unless warm_up was skipped
+    _freeze_startup_objects()
+
+
+def _cluster_process(
+    settings: Settings,
+    options: RunOptions,
+    recovery_dir: Path,
+    partitions: list[int],
+    end: Mapping[int, int] | None,
+    professions: dict[int, str],
+) -> Callable[[], int]:
+    """What a forked cluster process runs; returns its exit status (as ``jobpulse run
+    --process-id i --addresses ...`` would exit)."""
+
+    def main() -> int:
+        forked = time.monotonic()
+        try:
+            _run_here(settings, options, recovery_dir, partitions, end, professions, None)
+        except OffersTopicGrew:
+            return EXIT_TOPIC_GREW
+        except KeyboardInterrupt:
+            return 130
+        except JobpulseError as exc:
+            print(error_line(exc), file=sys.stderr)
+            return exc.exit_code
+        except BaseException as exc:  # e.g. Bytewax's panic when a peer is gone
+            print(f"jobpulse: dataflow process {options.process_id}: {exc}", file=sys.stderr)
+            return 70  # EX_SOFTWARE; the launcher names the member that broke the cluster
+        finally:
+            _log_start_up(forked)  # a fork has no imports of its own: both figures agree
+        return 0
+
+    return main
+
+
+def _wait_all(children: list[processes.ForkedChild], stopping: threading.Event) -> bool:
     """Wait until every child exited 0 (False), or all stopped because the offers topic grew
     (True); a child failing otherwise stops the rest and raises. Once ``stopping``, SIGTERM
     is repeated every second: a child still starting up ignores it until it can stop cleanly.
@@ -549,7 +594,7 @@ def _wait_all(children: list[subprocess.Popen[bytes]], stopping: threading.Event
             continue
         failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
         if failed:
-            i, code = failed[0]
+            i, code = _first_cause(children, failed)
             raise JobpulseError(
                 f"dataflow process {i} exited with status {code}; stopped the others"
             )
@@ -558,13 +603,32 @@ def _wait_all(children: list[subprocess.Popen[bytes]], stopping: threading.Event
         time.sleep(0.2)
 
 
-def _signal_all(children: list[subprocess.Popen[bytes]], signum: int) -> None:
+def _first_cause(
+    children: list[processes.ForkedChild], failed: list[tuple[int, int]]
+) -> tuple[int, int]:
+    """Stop a broken cluster and say which member broke it: (index, exit status).
+
+    One member gone breaks the cluster: the others fail on the lost peer within moments
+    (Bytewax panics) and could never finish, so they are killed at once — the recovery store
+    is built for that. Their failures echo the first one; a member killed by a signal (a
+    negative status) is the cause whichever was noticed first.
+    """
+    time.sleep(0.5)  # the echoes arrive, so the cause can be told from them
+    codes = [(i, child.poll()) for i, child in enumerate(children)]
+    _signal_all(children, signal.SIGKILL)
+    for child in children:
+        child.wait()
+    killed = [(i, code) for i, code in codes if code is not None and code < 0]
+    return killed[0] if killed else failed[0]
+
+
+def _signal_all(children: list[processes.ForkedChild], signum: int) -> None:
     for child in children:
         if child.poll() is None:
             child.send_signal(signum)
 
 
-def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+def _stop_children(children: list[processes.ForkedChild]) -> None:
     """Ask the children still running to stop, then kill those that do not within 15 s."""
     _signal_all(children, signal.SIGTERM)
     deadline = time.monotonic() + 15
@@ -597,7 +661,18 @@ def _progress(store: Store) -> PartitionProgress:
         return PartitionProgress()
 
 
+def _serve_metrics(settings: Settings, options: RunOptions) -> None:
+    """``/metrics`` of this process (JOBPULSE_METRICS_PORT; process i of a local cluster on
+    port + i, each pod of an external cluster on the port itself)."""
+    from jobpulse import metrics
+
+    metrics.serve(settings, "dataflow", offset=(options.process_id or 0) if options.launched else 0)
+
+
 def _print_summary(store: Store, before: PartitionProgress, seconds: float, *, once: bool) -> None:
+    from . import progress
+
+    progress.stop_active()  # its last line first, then the summary
     now = totals(store.partitions().values())
     records = now.records - before.records
     print(

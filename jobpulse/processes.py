@@ -4,8 +4,10 @@ outlive their parent, and the stop signals.
 - Services (Kafka, Redis of ``jobpulse stack``): started detached, found and stopped by pid
   file. A pid file is JSON ``{"pid", "create_time", "cmdline"}``: the create time guards
   against a recycled pid, so ``down`` never signals a process it did not start.
-- Children (a local cluster's processes, the demo's dataflow and producer):
-  :func:`die_with_parent` in their ``preexec_fn``, :func:`stop_child` to stop them.
+- Children that never outlive their parent: :func:`spawn_jobpulse` (a new ``jobpulse``
+  process: the demo's dataflow and producer, the dashboard's processes) and
+  :func:`fork_child` (a copy of this one: a local cluster's dataflow processes), both with
+  :func:`die_with_parent`; :func:`stop_child` stops either.
 - Signals: :func:`graceful_stop` — the first Ctrl-C/SIGTERM asks for a clean stop
   (:data:`STOP_REQUESTED`), a second Ctrl-C interrupts.
 """
@@ -281,8 +283,9 @@ def spawn_jobpulse(
     ignore_stop_signals: bool = False,
     new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m jobpulse *args`` as a child that gets ``parent_death_signal`` when
-    this process dies, however it dies.
+    """Start ``python -P -m jobpulse *args`` as a child that gets ``parent_death_signal`` when
+    this process dies, however it dies; the installed ``jobpulse`` runs whatever the working
+    directory holds.
 
     ``ignore_stop_signals``: Ctrl-C/SIGTERM are ignored until the child sets its own handlers
     (a stop signal during its start-up would otherwise kill it half-started); otherwise
@@ -300,7 +303,11 @@ def spawn_jobpulse(
             signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     return subprocess.Popen(
-        [sys.executable, "-m", "jobpulse", *args],
+        # -P (Python 3.11's "safe path"): ``-m`` would otherwise put the working directory
+        # first on sys.path, and a ``jobpulse/`` source folder there (a checkout, the image's
+        # build context) would shadow the installed package: half of it is missing from that
+        # folder (``jobpulse.dashboard`` lives in ``dashboard/``), so the child fails.
+        [sys.executable, "-P", "-m", "jobpulse", *args],
         env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=output,
@@ -310,6 +317,86 @@ def spawn_jobpulse(
     )
 
 
+class ForkedChild:
+    """A child made by :func:`fork_child`, with the part of ``Popen``'s interface the
+    launchers use (``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``), so
+    :func:`stop_child` stops either kind."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit status once it has exited (-N: killed by signal N, as ``Popen``)."""
+        if self.returncode is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def fork_child(
+    target: Callable[[], int],
+    *,
+    parent_death_signal: int = signal.SIGTERM,
+    ignore_stop_signals: bool = False,
+) -> ForkedChild:
+    """Run ``target()`` in a forked copy of this process; its return value is the child's
+    exit status. Linux only (``os.fork`` and ``prctl``).
+
+    Why fork rather than :func:`spawn_jobpulse`: the child starts with everything the parent
+    has loaded — interpreter, imports, the geocoder's grid — instead of paying ≈ 1 s of CPU to
+    load them again, and shares those pages with it (copy-on-write; ``gc.freeze()`` before the
+    fork keeps the collector from touching them). The parent must fork before it starts any
+    thread the child would need, and the child never returns into the parent's stack: it
+    leaves with ``os._exit``, so no ``finally`` or ``atexit`` of the parent (a lock release,
+    a lease release) runs in it. An exception ``target`` lets out is printed and exits 70.
+    """
+    parent = os.getpid()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would print the parent's buffered output again
+    pid = os.fork()
+    if pid:
+        return ForkedChild(pid)
+    code = 70  # EX_SOFTWARE: target raised
+    try:
+        die_with_parent(parent_death_signal)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            code = 128 + parent_death_signal
+        else:
+            if ignore_stop_signals:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            code = target()
+    except BaseException:  # the child must reach os._exit whatever happened
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
 def signal_group(pgid: int, signum: int) -> None:
     """Send ``signum`` to a process group that may be gone already."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -317,7 +404,9 @@ def signal_group(pgid: int, signum: int) -> None:
 
 
 def stop_child(
-    child: subprocess.Popen[bytes], signum: int = signal.SIGTERM, grace_s: float = 15.0
+    child: subprocess.Popen[bytes] | ForkedChild,
+    signum: int = signal.SIGTERM,
+    grace_s: float = 15.0,
 ) -> int:
     """Ask a child to stop with ``signum``; SIGKILL it if it has not within ``grace_s``."""
     if child.poll() is None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 from confluent_kafka import Producer
 from conftest import CliRunner, recounted, spawn_cli
@@ -215,6 +216,55 @@ def test_kill_9_and_resume_equals_a_from_scratch_recount(
     with recounted(settings, cli) as recount:
         assert recount.cells() == store.cells()
         assert recount.windows(last=1000) == store.windows(last=1000)
+
+
+@pytest.mark.partitions(4)
+def test_a_cluster_process_killed_stops_the_run_in_one_line_and_a_resume_is_exact(
+    settings: Settings, cli: CliRunner
+) -> None:
+    """``--processes 2``: kill -9 one forked cluster process mid-run. The launcher stops the
+    other and exits 1 with one line naming it (no traceback, no panic, nobody left running);
+    the next run resumes from the last snapshot, exact."""
+    count = 60_000
+    steps = synthetic_steps(count, seed=11)
+    want = expected(steps)
+    produce(settings, steps)
+    store = Store.connect(settings)
+    process = spawn_cli(
+        settings,
+        "run",
+        "--once",
+        "--processes",
+        "2",
+        "--snapshot-interval",
+        "0.5",
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while totals(store.partitions().values()).records < count // 5:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the dataflow made no progress"
+            time.sleep(0.02)
+        members = psutil.Process(process.pid).children()
+        assert len(members) == 2, members
+        members[1].kill()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr and "panicked" not in stderr, stderr
+    assert "exited with status -9; stopped the others" in stderr, stderr
+    assert not members[0].is_running() or members[0].status() == psutil.STATUS_ZOMBIE
+    assert totals(store.partitions().values()).records < count, "finished before the kill"
+
+    resumed = cli(settings, "run", "--once", "--processes", "2", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert store.cells() == want.counts
+    assert totals(store.partitions().values()).records == count
+    with recounted(settings, cli) as recount:
+        assert recount.cells() == store.cells()
 
 
 @pytest.mark.partitions(4)
