@@ -15,13 +15,15 @@ Measured per run:
 
 - *end to end*: records / (process start → exit), interpreter start and imports included;
 - *in process*: the run's own figure: the loop's JSON line (first poll → end, its k-d tree
-  loaded before) or the dataflow's summary line (from after the launcher's k-d tree warm-up
-  to the end: Bytewax start-up and the last snapshot included; with ``--processes 2`` the
-  children's start-up and tree load too, as the launcher does not warm up);
+  loaded before) or the dataflow's summary line (from after the geocoder's warm-up to the
+  end: Bytewax start-up and the last snapshot included; with ``--processes 2`` the forking
+  of the two cluster processes too, which inherit the launcher's warm-up);
 - *CPU*: user + system seconds from ``os.wait4`` on the child, which include every
   descendant it waited for (a local cluster's launcher waits for its processes);
-- *peak RSS*: the tree's, the largest sum of RSS over the process and its descendants,
-  sampled with psutil every 50 ms (a shorter peak can be missed); and ``ru_maxrss`` from
+- *peak memory*: the tree's, the largest sum of PSS (proportional set size: a page shared by
+  n processes counts 1/n in each, so a local cluster's forks, which share what the launcher
+  loaded, are not counted twice) over the process and its descendants, sampled with psutil
+  every 50 ms (a shorter peak can be missed); and ``ru_maxrss`` from
   ``os.wait4``, the largest single process of the tree (exact).
 
 After each run its result is compared with the first loop run's: the Redis breakdown (open
@@ -204,7 +206,7 @@ def messages_in(settings: Settings, topic: str) -> int:
 
 
 class TreeRss:
-    """Samples the summed RSS of a process and its descendants; keeps the peak."""
+    """Samples the summed PSS of a process and its descendants; keeps the peak."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
@@ -222,7 +224,7 @@ class TreeRss:
             total = 0
             for process in tree:
                 with contextlib.suppress(psutil.Error):  # it exited meanwhile
-                    total += process.memory_info().rss
+                    total += process.memory_full_info().pss
             self.peak = max(self.peak, total)
 
     def stop(self) -> float:
@@ -340,7 +342,7 @@ def one_run(
 
 HEADER = (
     f"{'round':>5} {'contender':<8} {'e2e s':>6} {'e2e rec/s':>10} {'in-proc s':>9} "
-    f"{'in-proc rec/s':>13} {'CPU s':>6} {'CPU µs/rec':>10} {'tree RSS MB':>11} "
+    f"{'in-proc rec/s':>13} {'CPU s':>6} {'CPU µs/rec':>10} {'tree PSS MB':>11} "
     f"{'max proc MB':>11}"
 )
 
@@ -387,7 +389,7 @@ def report(measurements: list[Measurement]) -> None:
     loop = middle.get(LOOP)
     if loop is None:
         return
-    print("\njobpulse / loop (medians): e2e rec/s, in-process rec/s, CPU µs/record, tree RSS")
+    print("\njobpulse / loop (medians): e2e rec/s, in-process rec/s, CPU µs/record, tree PSS")
     for contender, m in middle.items():
         if contender != LOOP:
             print(
