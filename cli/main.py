@@ -1,8 +1,8 @@
 """The ``jobpulse`` command: global settings flags, then the commands of every component.
 
 Each component owns its commands in its own ``cli.py`` and registers them here, next to the
-two that span components (``breakdown``, ``demo``); heavy imports (bytewax, panel) happen
-inside the commands so ``--help`` stays fast.
+ones that span components (``breakdown``, ``verify``, ``status``, ``demo``); heavy imports
+(bytewax, panel) happen inside the commands so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import typer
 from pydantic.fields import FieldInfo
 
 from jobpulse import settings as settings_module
+from jobpulse.cli import kubernetes
 from jobpulse.cli.breakdown import breakdown
 from jobpulse.cli.demo import demo
+from jobpulse.cli.status import status
 from jobpulse.cli.verify import verify_command
 from jobpulse.dashboard import cli as dashboard_cli
 from jobpulse.dataflows import cli as dataflows_cli
@@ -68,8 +70,10 @@ for component in (stack_cli, producer_cli, dataflows_cli, postgres_cli):
     component.register(app)
 app.command("breakdown")(breakdown)
 app.command("verify")(verify_command)
+app.command("status")(status)
 dashboard_cli.register(app)
 app.command("demo")(demo)
+kubernetes.register(app)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ from bokeh.plotting import figure
 from tornado.ioloop import IOLoop
 
 from jobpulse import breakdown as breakdown_table
+from jobpulse import metrics
 from jobpulse.dashboard import view_model as vm
 from jobpulse.dashboard.feed import Feed
 from jobpulse.settings import Settings
@@ -704,11 +705,19 @@ class PageFactory:
         doc.add_root(shell)
         link = SessionLink(doc, shell, self.feed, self.settings, IOLoop.current())
         doc.on_session_destroyed(link.close)
+        doc.on_session_destroyed(_session_closed)
+        metrics.DASHBOARD_SESSIONS.inc()
+        metrics.DASHBOARD_SESSIONS_OPENED.inc()
         doc.on_event(DocumentReady, partial(link.shown, self.builder))
 
     def shutdown(self) -> None:
         """Drop the builds not started yet (the server is stopping)."""
         self.builder.shutdown()
+
+
+def _session_closed(_session_context: object) -> None:
+    """A session is gone: one fewer in ``jobpulse_dashboard_sessions``."""
+    metrics.DASHBOARD_SESSIONS.dec()
 
 
 class Turn:

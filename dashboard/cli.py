@@ -35,15 +35,24 @@ def dashboard(
             max=64,
         ),
     ] = 1,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="Log lines: text or json (env JOBPULSE_LOG_FORMAT).", show_default=False),
+    ] = None,
 ) -> None:
     """Serve the live dashboard (and GET /api/breakdown) until Ctrl-C.
 
     Reads Redis through one shared reader per process and pushes every change to all open
     pages within a second. Basic auth when JOBPULSE_DASHBOARD_AUTH=user:password is set.
+    With JOBPULSE_METRICS_PORT, serves Prometheus metrics (docs/operations.md).
     """
+    from jobpulse import logs
     from jobpulse.dashboard import server
 
-    settings: Settings = ctx.obj.with_overrides(dashboard_host=host, dashboard_port=port)
+    settings: Settings = ctx.obj.with_overrides(
+        dashboard_host=host, dashboard_port=port, log_format=log_format
+    )
+    logs.setup(settings)
     server.serve(
         settings,
         processes=processes,

@@ -17,6 +17,7 @@ import re
 import secrets
 import signal
 import socket
+import time
 import webbrowser
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from bokeh.server.auth_provider import AuthProvider
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler
 
+from jobpulse import metrics
 from jobpulse.dashboard.feed import Feed
 from jobpulse.errors import UsageError
 from jobpulse.settings import Settings
@@ -151,6 +153,14 @@ class BreakdownHandler(RequestHandler):
     auth: BasicAuth | None = None
 
     async def get(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self._answer()
+        finally:  # every answer, 401 and 503 included, in jobpulse_dashboard_api_…
+            seconds = time.perf_counter() - started
+            metrics.API_SECONDS.labels(str(self.get_status())).observe(seconds)
+
+    async def _answer(self) -> None:
         if self.auth is not None and self.auth.user_of(self) is None:
             challenge(self)
             return
@@ -204,8 +214,12 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def websocket_origins(host: str, port: int) -> list[str]:
-    """Origins allowed to open the websocket: any when listening on all interfaces."""
+def websocket_origins(host: str, port: int, allowed: str | None = None) -> list[str]:
+    """Origins allowed to open the websocket: ``allowed`` (``JOBPULSE_DASHBOARD_ORIGINS``,
+    comma-separated) when given — behind an Ingress, the public name the browser shows —
+    else the listening address, or any when listening on all interfaces."""
+    if allowed:
+        return sorted({origin.strip() for origin in allowed.split(",") if origin.strip()})
     if host in ("0.0.0.0", "", "::"):
         return ["*"]
     return sorted({f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
@@ -244,6 +258,7 @@ def serve(
     parent = os.getpid()
     if processes > 1:
         fork_server_processes(processes)
+    serve_metrics(settings)
     pages: PageFactory | None = None
 
     def page() -> None:
@@ -284,6 +299,14 @@ def serve(
         server.stop()
 
 
+def serve_metrics(settings: Settings) -> None:
+    """``/metrics`` of this server process (JOBPULSE_METRICS_PORT; forked process i on
+    port + i: each has its own sessions and feed)."""
+    from tornado.process import task_id
+
+    metrics.serve(settings, "dashboard", offset=task_id() or 0)
+
+
 def server_options(
     settings: Settings, auth: BasicAuth | None, host: str, port: int
 ) -> dict[str, Any]:
@@ -293,13 +316,16 @@ def server_options(
             (API_PATH, api_handler(settings, auth)),
             (HEALTH_PATH, HealthHandler),
         ],
-        "websocket_origin": websocket_origins(host, port),
+        "websocket_origin": websocket_origins(host, port, settings.dashboard_origins),
         # Drop a closed tab's session (and its feed subscription) within seconds.
         "check_unused_sessions_milliseconds": 2000,
         "unused_session_lifetime_milliseconds": 3000,
     }
     if auth is not None:
-        options.update(auth_provider=auth, cookie_secret=secrets.token_hex(32))
+        # One secret for every replica (JOBPULSE_DASHBOARD_COOKIE_SECRET, from a Secret):
+        # a cookie signed by one pod is accepted by the next.
+        cookie_secret = settings.dashboard_cookie_secret or secrets.token_hex(32)
+        options.update(auth_provider=auth, cookie_secret=cookie_secret)
     return options
 
 

@@ -174,6 +174,13 @@ class RunLease:
             self.store.release_lease(self.value)
 
 
+def lease_holder(store: Store) -> dict[str, object] | None:
+    """Who holds the run lease of ``store``'s prefix (``host``, ``pid``, ``recovery_dir``,
+    ``since``), ``None`` when no run does. Raises ``redis.RedisError``."""
+    held = store.client.get(store.keys.lease)
+    return _parse(held.decode()) if held is not None else None
+
+
 def _parse(value: str) -> dict[str, object]:
     try:
         parsed = orjson.loads(value)

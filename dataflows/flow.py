@@ -44,6 +44,7 @@ from .steps import (
     late_counts,
     partition_counts,
     row_messages,
+    timed,
 )
 
 FLOW_ID = "jobpulse"
@@ -76,12 +77,12 @@ def build_flow(
     window_ms = settings.window_seconds * 1000
 
     raw = op.input("offers", flow, source)
-    parsed = op.flat_map_batch("parse", raw, Parser(settings.offers_topic))
+    parsed = op.flat_map_batch("parse", raw, timed("parse", Parser(settings.offers_topic)))
     split = op.branch("split_rejected", parsed, is_dlq_batch)
     op.output("dlq", op.map("dlq_messages", split.trues, dlq_messages), sinks.dlq)
 
     enriched = op.flat_map_batch(
-        "enrich", split.falses, Enricher(professions, rows=sinks.rows is not None)
+        "enrich", split.falses, timed("enrich", Enricher(professions, rows=sinks.rows is not None))
     )
     if sinks.rows is not None:
         split_rows = op.branch("split_rows", enriched, is_row_batch)
@@ -93,7 +94,9 @@ def build_flow(
         OpenOffersLogic.builder(settings.tombstone_seconds * 1000, offers_partitions),
     )
 
-    deltas = op.flat_map_batch("delta_messages", offers_state, DeltaSerializer(settings))
+    deltas = op.flat_map_batch(
+        "delta_messages", offers_state, timed("delta_messages", DeltaSerializer(settings))
+    )
     op.output("deltas", deltas, sinks.deltas)
 
     changes = op.flat_map_batch("preaggregate", offers_state, Preaggregator(window_ms))

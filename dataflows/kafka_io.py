@@ -27,7 +27,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from jobpulse import kafka
+from jobpulse import kafka, metrics
 from jobpulse.outage import Outage
 from jobpulse.settings import Settings
 
@@ -104,6 +104,10 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
         self._batch_size = batch_size
         self._awake: datetime | None = None
         self._consumer = _consumer(settings, stop_at_end=end_offset is not None)
+        # Metrics, updated once per batch: the labelled children are looked up once here.
+        self._topic_partition = TopicPartition(settings.offers_topic, partition)
+        self._records_read = metrics.RECORDS_READ.labels(str(partition))
+        self._lag = metrics.LAG.labels(str(partition))
         # A concrete offset, even 0: OFFSET_BEGINNING would make librdkafka look it up on a
         # 500 ms retry timer before the first fetch. Below the log start (retention), the
         # broker answers out-of-range and auto.offset.reset=earliest restarts at the start.
@@ -140,8 +144,17 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
             _READ_HEALTH.ok()
             if not FIRST_RECORD_AT:
                 FIRST_RECORD_AT.append(time.monotonic())
+            self._count(len(records))
         self._awake = None
         return [RawChunk(self._partition, records)] if records else []
+
+    def _count(self, records: int) -> None:
+        """Metrics of one batch: records read, and the lag behind the high watermark of the
+        last fetch (librdkafka's cached value: no request)."""
+        self._records_read.inc(records)
+        _, high = self._consumer.get_watermark_offsets(self._topic_partition, cached=True)
+        if high >= 0:
+            self._lag.set(max(0, high - self._next))
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -201,13 +214,18 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
         return _OffersPartition(self._settings, index, position, end, self._batch_size)
 
 
+#: The end offsets this process's ``--once`` run reads up to, once :func:`end_offsets`
+#: captured them (the run's progress display measures its ETA against them).
+CAPTURED_END: list[dict[int, int]] = []
+
+
 def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
     """The high watermark of every offers partition, now (what ``--once`` reads up to)."""
     consumer = _consumer(settings, stop_at_end=False)
     try:
         metadata = consumer.list_topics(settings.offers_topic, timeout=timeout)
         partitions = sorted(metadata.topics[settings.offers_topic].partitions)
-        return {
+        captured = {
             p: consumer.get_watermark_offsets(
                 TopicPartition(settings.offers_topic, p), timeout=timeout
             )[1]
@@ -215,6 +233,8 @@ def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
         }
     finally:
         consumer.close()
+    CAPTURED_END[:] = [captured]
+    return captured
 
 
 class PartitionWatch:
@@ -295,8 +315,12 @@ _FLUSH_STEP_S = 5.0
 
 
 class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
-    def __init__(self, settings: Settings, topic: str, too_large: Replacement | None) -> None:
+    def __init__(
+        self, settings: Settings, topic: str, too_large: Replacement | None, output: str
+    ) -> None:
         self._topic = topic
+        self._written = metrics.MESSAGES_WRITTEN.labels(output)
+        self._write_seconds = metrics.KAFKA_WRITE_SECONDS.labels(output)
         self._too_large = too_large
         self._outage = Outage(f"Kafka (writing to {topic})", settings.outage_limit_seconds)
         self._failures: list[str] = []
@@ -317,8 +341,11 @@ class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
             self._failures.append(str(error))
 
     def write_batch(self, items: list[list[OutMessage]]) -> None:
+        started = time.perf_counter()
         produce, topic = self._producer.produce, self._topic
+        count = 0
         for messages in items:
+            count += len(messages)
             for message in messages:
                 key, value, headers = message
                 try:  # the common case in one call; a full queue or a refusal: _produce
@@ -339,6 +366,8 @@ class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
                 f"writing to {self._topic} failed: {len(failures)} rejected "
                 f"({'; '.join(failures[:3])})"
             )
+        self._written.inc(count)
+        self._write_seconds.observe(time.perf_counter() - started)
 
     def _produce(self, message: OutMessage) -> None:
         key, value, headers = message
@@ -367,14 +396,22 @@ class ProducerSink(DynamicSink[list[OutMessage]]):
     """Writes lists of (key, value, headers) to one topic; a batch fails unless all arrived.
 
     ``too_large``: how to replace a message too large for Kafka (else it fails the batch).
+    ``output``: the metrics' label (``deltas``, ``dlq``, ``rows``; default: the step id).
     """
 
     def __init__(
-        self, settings: Settings, topic: str, too_large: Replacement | None = None
+        self,
+        settings: Settings,
+        topic: str,
+        too_large: Replacement | None = None,
+        *,
+        output: str | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._too_large = too_large
+        self._output = output
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(self._settings, self._topic, self._too_large)
+        output = self._output or step_id.rsplit(".", 1)[-1]
+        return _ProducerPartition(self._settings, self._topic, self._too_large, output)

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from jobpulse import metrics
 from jobpulse.delta import Cell
 from jobpulse.errors import exit_now
 from jobpulse.outage import Outage
@@ -71,6 +72,7 @@ class _RedisPartition(StatelessSinkPartition[Any]):
         if not (cells or windows or partitions):
             return
         while True:
+            started = time.perf_counter()
             try:
                 self._store.write(cells=cells, windows=windows, partitions=partitions)
             except _OUTAGE_ERRORS as exc:
@@ -78,6 +80,11 @@ class _RedisPartition(StatelessSinkPartition[Any]):
                     exit_now(redis_unavailable(self._settings, exc))
                 time.sleep(self._outage.failed(exc))
                 continue
+            metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - started)
+            if partitions:
+                metrics.PARTITIONS.update(partitions)
+            for cell, count in cells.items():  # (a handful of cells per batch)
+                metrics.OPEN_OFFERS.labels(cell.category, cell.continent).set(count)
             self._outage.succeeded()
             return
 

@@ -88,9 +88,7 @@ class RunOptions:
     #: Cluster member mode: this process's index and every process's host:port.
     process_id: int | None = None
     addresses: list[str] | None = None
-    #: ``--once`` end offsets decided by a parent launcher (partition → offset).
-    end_offsets: Mapping[int, int] | None = None
-    #: A child of a local-cluster launcher (``--processes``): the launcher speaks for the run.
+    #: A process of a local cluster (``--processes``): its launcher speaks for the run.
     launched: bool = False
     #: A new recovery store may replace the counts already under the Redis prefix.
     recount: bool = False
@@ -158,9 +156,7 @@ def _run(settings: Settings, options: RunOptions) -> None:
         )
     # ``--once`` reads up to the end offsets of now: asked on a thread, while the checks below
     # wait for their own answers (≈ 0.05 s off the first record).
-    end = options.end_offsets
-    if options.once and end is None:
-        end = _InBackground(_capture_end_offsets, settings)
+    end = _InBackground(_capture_end_offsets, settings) if options.once else None
     store = Store.connect(settings)  # the one Redis client of this process (not the sinks')
     try:
         offers_partitions = preflight(settings)

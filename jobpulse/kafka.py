@@ -182,12 +182,17 @@ class ReadHealth:
 
     def __init__(self, topic: str, waiting: str, logger: logging.Logger) -> None:
         self.topic, self.waiting, self.log = topic, waiting, logger
+        #: The metrics' label (``the offers topic`` → ``offers``).
+        self.label = topic.removeprefix("the ").removesuffix(" topic")
         self._lock = threading.Lock()
         self._failing_since: float | None = None
         self.errors = 0
 
     def error(self, error: KafkaError, where: str = "") -> None:
         """One error (``where``: e.g. ``" (partition 3)"``, appended to the first line)."""
+        from jobpulse import metrics  # (prometheus_client loads only where a reader runs)
+
+        metrics.KAFKA_READ_ERRORS.labels(self.label).inc()
         with self._lock:
             self.errors += 1
             if self._failing_since is None:

@@ -42,6 +42,8 @@ MASK = "***"
 #: (replacing every "a" of a message would make it unreadable); they are still masked
 #: wherever they appear as a URL password or a secret setting.
 MIN_SCRUB_LENGTH = 4
+#: The values of ``JOBPULSE_LOG_FORMAT`` (``--log-format``).
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -142,6 +144,38 @@ class Settings(BaseSettings):
     dashboard_auth: str | None = Field(
         None, description="user:password basic auth for the dashboard."
     )
+    #: Several dashboard replicas behind one Service must share it: a login cookie signed by
+    #: one replica is then accepted by the next (the websocket may land on another pod).
+    dashboard_cookie_secret: str | None = Field(
+        None,
+        description="Key that signs the dashboard's login cookies; the same for every replica "
+        "(unset: random per server process).",
+    )
+    dashboard_origins: str | None = Field(
+        None,
+        description="Comma-separated host[:port] allowed to open the dashboard's websocket, "
+        "e.g. its public name behind an Ingress (unset: the listening address; any origin "
+        "when listening on all interfaces).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint of run, sink and dashboard; "
+        "unset = none. Process i of a local cluster or a forked dashboard uses port + i.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address of the /metrics endpoint.")
+    progress_seconds: int = Field(
+        10, ge=1, description="Seconds between two plain progress lines (not on a terminal)."
+    )
+    log_format: str = Field(
+        "text", description="Log lines of run, sink and dashboard: text or json (one object)."
+    )
+    dashboard_url: str | None = Field(
+        None,
+        description="Where `jobpulse status` checks the dashboard (GET <url>/healthz); unset: "
+        "the local dashboard port, informational only.",
+    )
     kafka_config: Mapping[str, str] = Field(
         default_factory=dict,
         # Read from JOBPULSE_KAFKA_CONFIG (JSON, by field name) and JOBPULSE_KAFKA__* (alias).
@@ -186,6 +220,20 @@ class Settings(BaseSettings):
     def _user_password(cls, value: str | None) -> str | None:
         if value is not None and ":" not in value:
             raise ValueError("must look like user:password")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        if value not in LOG_FORMATS:
+            raise ValueError(f"must be {' or '.join(LOG_FORMATS)}, got {value!r}")
+        return value
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError(f"must start with http:// or https://, got {mask_url(value)!r}")
         return value
 
     @field_validator("kafka_config", mode="before")
@@ -267,13 +315,15 @@ class Settings(BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold (for :meth:`scrub`), longest first."""
         found: set[str] = set()
-        for url in (self.redis_url, self.postgres_url):
+        for url in (self.redis_url, self.postgres_url, self.dashboard_url or ""):
             parts = urlsplit(url)
             if parts.password:
                 found.update({parts.password, unquote(parts.password)})
             found.update(v for k, v in parse_qsl(parts.query) if is_secret_key(k))
         if self.dashboard_auth:
             found.add(self.dashboard_auth.split(":", 1)[1])
+        if self.dashboard_cookie_secret:
+            found.add(self.dashboard_cookie_secret)
         found.update(str(v) for k, v in self.kafka_config.items() if is_secret_key(k))
         return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
@@ -290,10 +340,12 @@ class Settings(BaseSettings):
         shown = {
             "redis_url": self.redis_display,
             "postgres_url": mask_url(self.postgres_url),
+            "dashboard_url": mask_url(self.dashboard_url) if self.dashboard_url else None,
             "kafka_bootstrap": self.kafka_display,
             "dashboard_auth": (
                 _mask_user_password(self.dashboard_auth) if self.dashboard_auth else None
             ),
+            "dashboard_cookie_secret": MASK if self.dashboard_cookie_secret else None,
             "kafka_config": mask_config(self.kafka_config),
         }
         for name in type(self).model_fields:

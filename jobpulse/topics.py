@@ -33,6 +33,23 @@ def project_topics(settings: Settings) -> list[str]:
     return [*topics, settings.rows_topic] if settings.rows_topic else topics
 
 
+#: Kept forever, whatever the broker's default retention (often 7 days): a recount — and a
+#: lost recovery volume is one — rereads the offers topic from offset 0, so every open offer's
+#: record must still be there; the deltas (topic2) and offer-rows topics are what a new
+#: consumer (``jobpulse verify``, a new PostgreSQL sink) folds from their first offset. Not
+#: compacted: the offers topic accepts keyless records (a compacted topic refuses them), and
+#: the ordering rule and the stale/DLQ counters are defined over every record.
+KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """Topic-level configuration ``ensure_topics`` creates topic ``name`` with: infinite
+    retention (:data:`KEEP_FOREVER`) for the offers, deltas and rows topics, the broker's
+    defaults for the dead-letter topic (kept for inspection, never reread)."""
+    kept = {settings.offers_topic, settings.deltas_topic, settings.rows_topic}
+    return dict(KEEP_FOREVER) if name in kept else {}
+
+
 def admin_client(settings: Settings, **extra: Any) -> AdminClient:
     """An AdminClient with the settings' client config (SASL/TLS pass-through included)."""
     return kafka.admin(settings, required=extra)
@@ -99,7 +116,15 @@ def ensure_topics(
         # Keep the client referenced until the futures resolve: a collected client fails them.
         admin = admin_client(settings)
         futures = admin.create_topics(
-            [NewTopic(name, num_partitions=wanted, replication_factor=-1) for name in missing],
+            [
+                NewTopic(
+                    name,
+                    num_partitions=wanted,
+                    replication_factor=-1,
+                    config=topic_config(settings, name),
+                )
+                for name in missing
+            ],
             request_timeout=timeout,
         )
         for name, future in futures.items():
@@ -234,3 +259,38 @@ def group_lag(settings: Settings, group: str, topic: str, timeout: float = 5.0) 
         return None
     finally:
         consumer.close()
+
+
+class EndOffsets:
+    """Reads the high watermarks of a topic's partitions, in one request per call, over one
+    admin client kept open (progress displays and ``jobpulse status`` ask repeatedly)."""
+
+    def __init__(self, settings: Settings, topic: str, timeout: float = 5.0) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.timeout = timeout
+        self._admin = admin_client(settings)
+
+    def read(self) -> dict[int, int] | None:
+        """Partition → high watermark; ``None`` if the topic does not exist or Kafka does
+        not answer within the timeout (a progress line then shows the lag as unknown)."""
+        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        try:
+            metadata = self._admin.list_topics(self.topic, timeout=self.timeout)
+            info = metadata.topics.get(self.topic)
+            if info is None or info.error is not None or not info.partitions:
+                return None
+            futures = self._admin.list_offsets(
+                {TopicPartition(self.topic, p): OffsetSpec.latest() for p in info.partitions},
+                request_timeout=self.timeout,
+            )
+            return {tp.partition: future.result().offset for tp, future in futures.items()}
+        except KafkaException:
+            return None
+
+
+def end_offsets(settings: Settings, topic: str, timeout: float = 5.0) -> dict[int, int] | None:
+    """The high watermark of every partition of ``topic`` now (see :class:`EndOffsets`)."""
+    return EndOffsets(settings, topic, timeout).read()

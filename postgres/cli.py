@@ -25,25 +25,29 @@ def sink(
         int, typer.Option(help="Rows per batch (one transaction, one offsets commit).", min=1)
     ] = 5000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="Log lines: text or json (env JOBPULSE_LOG_FORMAT).", show_default=False),
+    ] = None,
 ) -> None:
     """Keep every offer in PostgreSQL: the rows topic (JOBPULSE_ROWS_TOPIC) → table offers.
 
     Resumes from its consumer group's committed offsets; a batch is committed to Kafka only
     after PostgreSQL committed it, and replaying one changes nothing. Waits out a PostgreSQL
     outage (JOBPULSE_OUTAGE_LIMIT_SECONDS). Ctrl-C finishes the batch in hand and stops.
+    Shows its progress on stderr and, with JOBPULSE_METRICS_PORT, serves Prometheus metrics
+    (docs/operations.md).
     """
     processes.defer_stop_signals()  # Ctrl-C while connecting: a clean stop
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from jobpulse import pg
+    from jobpulse import logs, metrics, pg
     from jobpulse.offer_row import sink_group
 
     from .sink import Sink, open_writer, rows_partitions, summary
 
-    settings: Settings = ctx.obj
+    settings: Settings = ctx.obj.with_overrides(log_format=log_format)
+    logs.setup(settings, verbose=verbose)
     partitions = rows_partitions(settings)
+    metrics.serve(settings, "sink")
     writer = open_writer(settings)
     try:
         runner = Sink(settings, writer, partitions, batch_size=batch_size, once=once)

@@ -24,19 +24,18 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
-from jobpulse import kafka, topics
+from jobpulse import kafka, metrics, topics
 from jobpulse.errors import AuthenticationFailed, JobpulseError, ServiceUnavailable, UsageError
 from jobpulse.offer_row import OfferRow, sink_group
 from jobpulse.outage import Outage
 from jobpulse.processes import StopSignals
+from jobpulse.progress import ProgressDisplay, Sample
 from jobpulse.settings import Settings
 
 from . import schema
@@ -51,10 +50,9 @@ log = logging.getLogger("jobpulse.sink")
 DEFAULT_BATCH_SIZE = 5000
 #: How long one poll waits for a batch to fill (the sink's added latency on a quiet topic).
 POLL_TIMEOUT_S = 0.5
-#: Seconds between plain progress lines (when stderr is not a terminal).
+#: Seconds between plain progress lines (when stderr is not a terminal), unless the
+#: settings say otherwise (``JOBPULSE_PROGRESS_SECONDS``).
 PLAIN_PROGRESS_S = 10.0
-#: Seconds between two redraws of the terminal progress line.
-TERMINAL_PROGRESS_S = 0.25
 #: Slices of a backoff wait, so that a stop request is seen at once.
 _SLEEP_SLICE_S = 0.1
 
@@ -167,7 +165,7 @@ class Sink:
         self.writer: OffersWriter | None = writer
         self.batch_size = batch_size
         self.once = once
-        self.progress = progress or Progress()
+        self.progress = progress or Progress(interval_s=settings.progress_seconds)
         self.result = SinkResult()
         self._health = kafka.ReadHealth("the rows topic", "the sink waits", log)
         self._postgres = Outage(
@@ -298,6 +296,7 @@ class Sink:
                 reason,
             )
             self.result.skipped += len(skipped)
+            metrics.SINK_SKIPPED.inc(len(skipped))
         return rows, positions
 
     def _done(self, partition: int) -> None:
@@ -337,8 +336,11 @@ class Sink:
             try:
                 if self.writer is None:
                     self.writer = connect_writer(self.settings)
+                started = time.perf_counter()
                 applied = self.writer.write(rows)
+                metrics.SINK_WRITE_SECONDS.observe(time.perf_counter() - started)
                 self._postgres.succeeded()
+                _count(applied)
                 return applied
             except (psycopg.Error, JobpulseError) as exc:
                 self._drop_writer()
@@ -375,6 +377,13 @@ class Sink:
             lag += max(0, high - committed)
         return lag
 
+    def _last_lag(self) -> int | None:
+        """:meth:`lag` for the last progress line, ``None`` if the consumer cannot say."""
+        try:
+            return self.lag()
+        except Exception:  # (the run is failing already: its own error is the one to show)
+            return None
+
     def run(self, stop: StopSignals) -> SinkResult:
         """Batches until stopped (or, with ``once``, until the end offsets); then the
         consumer is closed and the result has the group's lag.
@@ -397,16 +406,31 @@ class Sink:
                     result.applied += applied
                 if positions and not self._commit(positions, stop):
                     break
-                self.progress.update(result, self.lag)
+                lag = self.lag()
+                metrics.SINK_LAG.set(lag)
+                self.progress.update(result, lag)
                 self._check_partitions()
         finally:
             result.seconds = time.monotonic() - started
             result.stopped = stop.count > 0
-            self.progress.finish()
+            self.progress.finish(result, self._last_lag())
             self.consumer.close()
             self._drop_writer()
         result.lag = topics.group_lag(self.settings, self.group, self.topic)
+        if result.lag is not None:
+            metrics.SINK_LAG.set(result.lag)
         return result
+
+
+def _count(applied: Applied) -> None:
+    """One batch in the metrics (``jobpulse_sink_rows_written_total`` by outcome)."""
+    for outcome, rows in (
+        ("upsert", applied.upserts),
+        ("delete", applied.deletes),
+        ("ignored", applied.ignored),
+    ):
+        if rows:
+            metrics.SINK_ROWS.labels(outcome).inc(rows)
 
 
 def _sleep(seconds: float, stop: StopSignals) -> bool:
@@ -456,38 +480,35 @@ def summary(result: SinkResult, *, once: bool) -> str:
 
 
 class Progress:
-    """Progress on stderr: one line redrawn in place on a terminal, otherwise a plain line
-    every :data:`PLAIN_PROGRESS_S` seconds while rows come in."""
+    """The sink's progress on stderr (:mod:`jobpulse.progress`): rows, rows/s, lag and ETA,
+    one line redrawn on a terminal, otherwise a plain line every ``interval_s`` while rows
+    come in. Called once per batch; the line is built only when it is due."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.terminal = self.stream.isatty()
-        self.interval = TERMINAL_PROGRESS_S if self.terminal else PLAIN_PROGRESS_S
-        self._last = 0.0
-        self._last_rows = 0
-        self._drawn = False
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        interval_s: float = PLAIN_PROGRESS_S,
+        terminal: bool | None = None,
+    ) -> None:
+        self.display = ProgressDisplay(
+            "sink", interval_s=interval_s, unit="rows", stream=stream, terminal=terminal
+        )
 
     def start(self) -> None:
-        self._last = time.monotonic()
+        self.display.start()
 
-    def update(self, result: SinkResult, lag: Callable[[], int]) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        rows = result.records
-        if not self.terminal and rows == self._last_rows:
-            return  # a quiet topic: no line
-        rate = (rows - self._last_rows) / (now - self._last)
-        self._last, self._last_rows = now, rows
-        line = f"sink: {counts_text(result)}, {rate:,.0f} rows/s, lag {lag()}"
-        if self.terminal:
-            self.stream.write("\r\x1b[2K" + line)
-            self._drawn = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+    def update(self, result: SinkResult, lag: int) -> None:
+        if self.display.due():
+            self.display.show(_sample(result, lag))
 
-    def finish(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+    def finish(self, result: SinkResult | None = None, lag: int | None = None) -> None:
+        self.display.finish(_sample(result, lag) if result is not None else None)
+
+
+def _sample(result: SinkResult, lag: int | None) -> Sample:
+    applied = result.applied
+    detail = f"{applied.upserts} upserts, {applied.deletes} deletes, {applied.ignored} ignored"
+    if result.skipped:
+        detail += f", {result.skipped} skipped"
+    return Sample(result.records, lag, detail)
