@@ -520,25 +520,29 @@ def _launch_local_cluster(
     lease: RunLease | None,
 ) -> None:
     """Fork ``options.processes`` cluster processes of this one and wait for them all."""
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(options.processes)]
+    ports = _free_ports(options.processes)
+    addresses = [f"127.0.0.1:{port}" for port in ports]
     _ready_to_fork()
-    children = [
-        # SIGKILL when the launcher dies; Ctrl-C/SIGTERM ignored until the child's own
-        # handlers are set (the launcher repeats SIGTERM until every child has stopped).
-        processes.fork_child(
-            _cluster_process(
-                settings,
-                replace(options, process_id=i, addresses=addresses, launched=True),
-                recovery_dir,
-                partitions,
-                end,
-                professions,
-            ),
-            parent_death_signal=signal.SIGKILL,
-            ignore_stop_signals=True,
+    children: list[processes.ForkedChild] = []
+    for i in range(options.processes):
+        if i > 0:
+            _wait_until_listening(ports[i - 1], children[-1])
+        children.append(
+            # SIGKILL when the launcher dies; Ctrl-C/SIGTERM ignored until the child's own
+            # handlers are set (the launcher repeats SIGTERM until every child has stopped).
+            processes.fork_child(
+                _cluster_process(
+                    settings,
+                    replace(options, process_id=i, addresses=addresses, launched=True),
+                    recovery_dir,
+                    partitions,
+                    end,
+                    professions,
+                ),
+                parent_death_signal=signal.SIGKILL,
+                ignore_stop_signals=True,
+            )
         )
-        for i in range(options.processes)
-    ]
     log.info(
         "local cluster: %d processes × %d workers on %s",
         len(children),
@@ -560,6 +564,22 @@ def _launch_local_cluster(
             _stop_children(children)
     if grew:
         raise OffersTopicGrew(settings.offers_topic, len(partitions), len(preflight(settings)))
+
+
+def _wait_until_listening(port: int, child: processes.ForkedChild, limit_s: float = 3.0) -> None:
+    """Wait (at most ``limit_s``) until cluster process ``child`` listens on ``port``.
+
+    Process *i* of a Bytewax cluster connects to every process below *i*, and one that finds
+    a peer not listening yet retries only a second later: started all at once, the processes
+    lose about a second to that. Started in order, each once the one before listens, they
+    lose a few milliseconds. (A child that died or never listens is left to the launcher's
+    wait, which reports it.)
+    """
+    deadline = time.monotonic() + limit_s
+    while not processes.listening_on(port) and child.poll() is None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
 
 
 def _ready_to_fork() -> None:

@@ -397,6 +397,28 @@ def fork_child(
         os._exit(code)
 
 
+#: ``/proc/net/tcp`` state code of a listening socket.
+_LISTEN = "0A"
+
+
+def listening_on(port: int) -> bool:
+    """Whether a TCP socket of this machine (its network namespace) listens on ``port``, read
+    from ``/proc/net/tcp`` and ``tcp6`` — without connecting, which a listener would take for
+    a client (Bytewax's cluster port expects a handshake). False where /proc has no table."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                next(rows, None)  # the header
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) > 3 and fields[3] == _LISTEN and fields[1].endswith(suffix):
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 def signal_group(pgid: int, signum: int) -> None:
     """Send ``signum`` to a process group that may be gone already."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
