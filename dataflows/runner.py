@@ -100,6 +100,20 @@ class RunOptions:
         return not self.launched and (self.process_id or 0) == 0
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What the dataflow of this run is: the same in every process of a local cluster."""
+
+    settings: Settings
+    options: RunOptions
+    recovery_dir: Path
+    #: The offers partitions to read (all the topic has at the start).
+    partitions: list[int]
+    #: ``--once``: where each partition ends (partition → offset); None: a live run.
+    end: Mapping[int, int] | None
+    professions: dict[int, str]
+
+
 def default_recovery_dir(settings: Settings) -> Path:
     """One recovery store per (offers topic, Redis prefix): the state belongs to both."""
     return settings.state_dir / "recovery" / f"{settings.offers_topic}@{settings.redis_prefix}"
@@ -243,8 +257,14 @@ def _run_exclusively(
         )
     if lease is not None and new_store and options.recount:
         lease.renew()  # --recount cleared the prefix, the lease key with it
-    if isinstance(end, _InBackground):
-        end = end.result()
+    plan = _Plan(
+        settings,
+        options,
+        recovery_dir,
+        offers_partitions,
+        end.result() if isinstance(end, _InBackground) else end,
+        professions,
+    )
     from . import geocoding
 
     geocoding.warm_up()  # before the clock starts: the summary rate is the dataflow's
@@ -255,13 +275,9 @@ def _run_exclusively(
     while True:
         try:
             if options.processes > 1 and options.addresses is None:
-                _launch_local_cluster(
-                    settings, options, recovery_dir, offers_partitions, end, professions, lease
-                )
+                _launch_local_cluster(plan, lease)
             else:
-                _run_here(
-                    settings, options, recovery_dir, offers_partitions, end, professions, lease
-                )
+                _run_here(plan, lease)
             break
         except OffersTopicGrew as grew:
             if options.addresses is not None or options.launched:
@@ -270,7 +286,7 @@ def _run_exclusively(
                 break  # Ctrl-C/SIGTERM came too: stop, the next start reads every partition
             log.warning("%s: restarting now", str(grew).split(":")[0])
             with _graceful_stop(lambda: None, announce=False):  # a signal here still stops
-                offers_partitions = preflight(settings)
+                plan = replace(plan, partitions=preflight(settings))
             if processes.STOP_REQUESTED.is_set():
                 break
     if not options.launched:
@@ -373,15 +389,15 @@ def claim_prefix(store: Store, recovery_dir: Path, *, recount: bool) -> None:
     )
 
 
-def _run_here(
-    settings: Settings,
-    options: RunOptions,
-    recovery_dir: Path,
-    partitions: list[int],
-    end: Mapping[int, int] | None,
-    professions: dict[int, str],
-    lease: RunLease | None,
-) -> None:
+def _run_here(plan: _Plan, lease: RunLease | None) -> None:
+    """The dataflow in this process (with its worker threads), until it ends or stops."""
+    settings, options, recovery_dir, partitions, end = (
+        plan.settings,
+        plan.options,
+        plan.recovery_dir,
+        plan.partitions,
+        plan.end,
+    )
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig
 
@@ -400,7 +416,7 @@ def _run_here(
             redis=RedisSink(settings),
             rows=ProducerSink(settings, settings.rows_topic) if settings.rows_topic else None,
         ),
-        professions,
+        plan.professions,
         offers_partitions=len(partitions),
     )
     STOP.clear()
@@ -510,16 +526,9 @@ def _freeze_startup_objects() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _launch_local_cluster(
-    settings: Settings,
-    options: RunOptions,
-    recovery_dir: Path,
-    partitions: list[int],
-    end: Mapping[int, int] | None,
-    professions: dict[int, str],
-    lease: RunLease | None,
-) -> None:
+def _launch_local_cluster(plan: _Plan, lease: RunLease | None) -> None:
     """Fork ``options.processes`` cluster processes of this one and wait for them all."""
+    settings, options = plan.settings, plan.options
     ports = _free_ports(options.processes)
     addresses = [f"127.0.0.1:{port}" for port in ports]
     _ready_to_fork()
@@ -532,12 +541,10 @@ def _launch_local_cluster(
             # handlers are set (the launcher repeats SIGTERM until every child has stopped).
             processes.fork_child(
                 _cluster_process(
-                    settings,
-                    replace(options, process_id=i, addresses=addresses, launched=True),
-                    recovery_dir,
-                    partitions,
-                    end,
-                    professions,
+                    replace(
+                        plan,
+                        options=replace(options, process_id=i, addresses=addresses, launched=True),
+                    )
                 ),
                 parent_death_signal=signal.SIGKILL,
                 ignore_stop_signals=True,
@@ -563,7 +570,7 @@ def _launch_local_cluster(
         finally:
             _stop_children(children)
     if grew:
-        raise OffersTopicGrew(settings.offers_topic, len(partitions), len(preflight(settings)))
+        raise OffersTopicGrew(settings.offers_topic, len(plan.partitions), len(preflight(settings)))
 
 
 def _wait_until_listening(port: int, child: processes.ForkedChild, limit_s: float = 3.0) -> None:
@@ -595,21 +602,14 @@ def _ready_to_fork() -> None:
     _freeze_startup_objects()
 
 
-def _cluster_process(
-    settings: Settings,
-    options: RunOptions,
-    recovery_dir: Path,
-    partitions: list[int],
-    end: Mapping[int, int] | None,
-    professions: dict[int, str],
-) -> Callable[[], int]:
+def _cluster_process(plan: _Plan) -> Callable[[], int]:
     """What a forked cluster process runs; returns its exit status (as ``jobpulse run
     --process-id i --addresses ...`` would exit)."""
 
     def main() -> int:
         forked = time.monotonic()
         try:
-            _run_here(settings, options, recovery_dir, partitions, end, professions, None)
+            _run_here(plan, None)
         except OffersTopicGrew:
             return EXIT_TOPIC_GREW
         except KeyboardInterrupt:
@@ -618,7 +618,7 @@ def _cluster_process(
             print(error_line(exc), file=sys.stderr)
             return exc.exit_code
         except BaseException as exc:  # e.g. Bytewax's panic when a peer is gone
-            print(f"jobpulse: dataflow process {options.process_id}: {exc}", file=sys.stderr)
+            print(f"jobpulse: dataflow process {plan.options.process_id}: {exc}", file=sys.stderr)
             return 70  # EX_SOFTWARE; the launcher names the member that broke the cluster
         finally:
             _log_start_up(forked)  # a fork has no imports of its own: both figures agree
