@@ -27,7 +27,7 @@ help: ## List the targets
 # When it installs PostgreSQL, a drop-in read by Debian's postgresql-common keeps the package
 # from creating and starting its own "main" cluster on port 5432: `jobpulse stack up` runs its
 # cluster from the state dir, on the port of JOBPULSE_POSTGRES_URL (5432 by default).
-deps: ## Debian packages: redis-server, postgresql, chromium, Java 17, Maven (apt-get update only if needed)
+deps: ## Debian packages: redis-server, postgresql, chromium, Java 17, Maven, Go (apt-get update only if needed)
 	@missing=""; \
 	for need in $(APT_NEEDS); do \
 	  command -v "$${need%%:*}" >/dev/null 2>&1 || missing="$$missing $${need#*:}"; \
@@ -39,6 +39,7 @@ deps: ## Debian packages: redis-server, postgresql, chromium, Java 17, Maven (ap
 	    | $(SUDO) tee /etc/postgresql-common/createcluster.d/jobpulse.conf >/dev/null; \
 	fi; \
 	if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	if ! command -v go >/dev/null 2>&1 && [ ! -x "$(GO)" ]; then missing="$$missing golang-go"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
 	  $(SUDO) apt-get update -qq; \
@@ -75,13 +76,14 @@ GO_TOOLS := \
 
 tools: ## Deployment checkers: kustomize, kubeconform, kube-score (built once into ~/.cache/jobpulse/tools)
 	@mkdir -p "$(TOOLS_DIR)/bin"
-	@for tool in $(GO_TOOLS); do \
+	@go="$$(command -v go || echo "$(GO)")"; \
+	for tool in $(GO_TOOLS); do \
 	  name=$${tool%%:*}; rest=$${tool#*:}; version=$${rest%%:*}; module=$${rest#*:}; \
 	  dir="$(TOOLS_DIR)/$$name-$$version"; \
 	  if [ ! -x "$$dir/$$name" ]; then \
-	    if [ ! -x "$(GO)" ]; then echo "go not found (needed once to build $$name): install Go 1.24 or newer" >&2; exit 1; fi; \
+	    if [ ! -x "$$go" ]; then echo "go not found (needed once to build $$name): install Go 1.24 or newer" >&2; exit 1; fi; \
 	    echo "building $$name $$version into $$dir (once)"; \
-	    GOBIN="$$dir" GOTOOLCHAIN=local "$(GO)" install -trimpath "$$module@$$version"; \
+	    GOBIN="$$dir" GOTOOLCHAIN=local "$$go" install -trimpath "$$module@$$version"; \
 	  fi; \
 	  ln -sfn "../$$name-$$version/$$name" "$(TOOLS_DIR)/bin/$$name"; \
 	done
