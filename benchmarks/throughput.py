@@ -7,9 +7,10 @@
    ``jobpulse run --once`` in a subprocess and prints records/s — as measured by the run
    itself (from its first poll to the end, the summary line) and end to end (process start,
    imports, k-d tree load and recovery store included) — then checks ``jobpulse verify``.
-2. Measures the per-offer state: bytes per open offer in memory (tracemalloc, id strings
-   included) and in a snapshot (pickle), and the time to snapshot, for two id shapes; and,
-   for comparison, the Python-side cost of the rejected "one Bytewax key per offer" layout.
+2. Measures the per-offer state: bytes per open offer in memory (tracemalloc), now and with
+   the plain-dict state it replaced, and in a snapshot without run files (pickle), for two id
+   shapes; and, for comparison, the Python-side cost of the rejected "one Bytewax key per
+   offer" layout. The state at 10k … 25M offers: ``python -m benchmarks.scale``.
 
 Prints numbers; asserts nothing. Needs the local stack for part 1 (``jobpulse stack up``).
 """
@@ -35,6 +36,7 @@ import orjson
 from jobpulse import settings as settings_module
 from jobpulse.dataflows.items import DELETE, UPSERT, Record
 from jobpulse.dataflows.open_offers import SHARDS, ShardState, offer_key
+from jobpulse.dataflows.reference_state import ReferenceShardState
 from jobpulse.delta import Cell
 from jobpulse.settings import Settings
 
@@ -155,10 +157,16 @@ def _measure(build: Callable[[], object], count: int) -> float:
     return (after - before) / count
 
 
-def _filled_shard(make_id: Callable[[int], str], count: int, cells: list[Cell]) -> ShardState:
-    """A shard holding ``count`` open offers, filled through ``apply`` (real packed values)."""
+def _filled_shard(
+    make_id: Callable[[int], str],
+    count: int,
+    cells: list[Cell],
+    kind: type[ShardState] | type[ReferenceShardState] = ShardState,
+) -> ShardState | ReferenceShardState:
+    """A shard holding ``count`` open offers, filled through ``apply`` (real packed values);
+    ``kind``: the compact state (now) or the plain-dict model it replaced (before)."""
     t0 = 1_764_000_000_000
-    state = ShardState()
+    state = kind()
     step = 100_000
     for start in range(0, count, step):
         records: list[Record] = [
@@ -182,6 +190,14 @@ def state_size(count: int) -> None:
             return _filled_shard(make_id, count, cells)
 
         per_offer = _measure(build, count)
+
+        def before(make_id: Callable[[int], str] = make_id) -> object:
+            return _filled_shard(make_id, count, cells, ReferenceShardState)
+
+        print(
+            f"state before (plain dicts, {label}): "
+            f"{_measure(before, count):.0f} bytes/open offer in memory"
+        )
         state = build()
         began = time.perf_counter()
         snapshot = pickle.dumps(state.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
@@ -233,23 +249,24 @@ def state_size(count: int) -> None:
 
 
 def snapshot_per_epoch(count: int) -> None:
-    """Bytes written per snapshot epoch: the state shards vs. coarser and finer keys.
+    """Bytes a snapshot epoch writes with ``updates`` offers changing among ``count``.
 
-    Bytewax snapshots every key touched in an epoch, whole. Simulates ``updates`` random
-    offers changing per epoch over ``count`` open offers spread evenly over the keys.
+    Before the compact layout, Bytewax pickled every touched shard whole (``count / 256``
+    offers each); now a touched shard writes only its changed entries (inline below
+    ``FLUSH_AT``, else as a new run file) plus its amortised merges: docs/scale.md.
     """
     cells = [Cell("Tech", "Europe")]
-    sample = _filled_shard(lambda n: f"syn-42-{n}", 50_000, cells).snapshot()
-    per_offer = len(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)) / 50_000
+    sample = _filled_shard(lambda n: f"syn-42-{n}", 50_000, cells, ReferenceShardState)
+    per_offer = len(pickle.dumps(sample.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)) / 50_000
     rng = random.Random(3)
     for updates in (100, 10_000):
-        row = []
-        for keys in (64, SHARDS, 4096):
-            touched = len({rng.randrange(keys) for _ in range(updates)})
-            megabytes = touched * (count / keys) * per_offer / 1e6
-            label = "shards (this layout)" if keys == SHARDS else "keys"
-            row.append(f"{keys} {label} → {megabytes:,.1f} MB")
-        print(f"snapshot per epoch, {count} open offers, {updates} changed: " + ", ".join(row))
+        touched = len({rng.randrange(SHARDS) for _ in range(updates)})
+        before = touched * (count / SHARDS) * per_offer / 1e6
+        print(
+            f"snapshot per epoch, {count} open offers, {updates} changed: before (whole "
+            f"shards pickled) {before:,.1f} MB; now ~{updates * 40 / 1e6:,.2f} MB "
+            "(the changed entries; measured by python -m benchmarks.scale)"
+        )
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -67,11 +68,13 @@ def build_flow(
     sinks: FlowSinks,
     professions: dict[int, str],
     offers_partitions: int = 1,
+    recovery_dir: Path | None = None,
 ) -> Dataflow:
     """The whole dataflow, from the offers source to the three sinks.
 
     ``offers_partitions``: how many partitions the offers topic has (tombstones expire only
-    once all of them are past; see :mod:`.open_offers`).
+    once all of them are past; see :mod:`.open_offers`). ``recovery_dir``: the recovery
+    store, where the per-offer state writes its run files (see :mod:`.compact_state`).
     """
     flow = Dataflow(FLOW_ID)
     window_ms = settings.window_seconds * 1000
@@ -91,7 +94,7 @@ def build_flow(
     offers_state = op.stateful_batch(
         "open_offers",
         enriched,
-        OpenOffersLogic.builder(settings.tombstone_seconds * 1000, offers_partitions),
+        OpenOffersLogic.builder(settings.tombstone_seconds * 1000, offers_partitions, recovery_dir),
     )
 
     deltas = op.flat_map_batch(

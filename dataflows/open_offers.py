@@ -1,6 +1,6 @@
 """Per-offer state: which cell each open offer is counted in, and the deltas it causes.
 
-**Owned by the offer id.** The state is keyed by :func:`offer_key`, a 120-bit hash of the
+**Owned by the offer id.** The state is keyed by :func:`offer_key`, a 128-bit hash of the
 offer id taken from the record's *value*, never from the Kafka key or partition, and split
 into :data:`SHARDS` shards by that key (:func:`shard_of`). Every record of an offer
 therefore meets the same :class:`ShardState`, whatever partition it was written to:
@@ -42,51 +42,89 @@ delivered, so a tombstone only goes once no stale record can still need it: the 
 not depend on how fast each partition is read. A partition that receives nothing holds
 expiry back (its tombstones stay in memory until it does).
 
-**Memory.** ``open`` maps the offer's key to one int packing ``(order time, partition, cell
-code)``; the cell code indexes the shard's small table of cells. An open offer costs a
-dict slot and two ints (≈ 115 bytes, measured in ``benchmarks/throughput.py``), whatever
-the length of its id; a tombstone the same. The key is the id's 120-bit BLAKE2b hash: a
-40-byte int (120 bits are four of CPython's 30-bit digits; 128 would take five) where the
-id string took 49 bytes plus its length. Two of 100 M distinct ids share a key with
-probability ≈ n²/2¹²¹ ≈ 4·10⁻²¹, and BLAKE2b makes colliding ids infeasible to construct
-on purpose.
+**Memory.** Per offer the state holds one fixed-width entry of 28 bytes: the key (the id's
+128-bit BLAKE2b hash, as two ``uint64``), the version (``uint64``) and a ``uint32`` code —
+the offer's cell in the shard's small table of cells, or *tombstone* — in sorted numpy arrays
+(:mod:`.compact_state`), whatever the length of the id; a tombstone is an entry like any
+other. Entries changed since the shard's last flush sit in a small dict (the *overlay*), on
+which every transition above runs; each batch first copies the entries of its keys from the
+arrays into it (one vectorised search per run). Two of 100 M distinct ids share a key with
+probability ≈ n²/2¹²⁹ ≈ 1.5·10⁻²³; two offers that did would be counted as one, and BLAKE2b
+makes colliding ids infeasible to construct on purpose. The layout, its files in the
+recovery store and its measured cost: docs/scale.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from hashlib import blake2b
+from pathlib import Path
+from typing import Any
 
 from jobpulse.delta import Cell
 from jobpulse.offer_row import PARTITION_BITS
 from jobpulse.store import PartitionProgress
 
+from .compact_state import (
+    ABSENT_VALUE,
+    CODE_BITS,
+    CODE_MASK,
+    TOMBSTONE,
+    Retired,
+    RunRef,
+    RunStack,
+    lookup,
+    run_from,
+    shard_directory,
+)
 from .items import DELETE, REJECTED, DeltaRecord, Record
 
 #: State shards. Part of the recovery store's layout (the runner refuses a store made with
 #: another value) and the most workers a cluster can usefully have.
 SHARDS = 256
 
-#: Bits of a packed value below the version: the cell code.
-_CODE_BITS = 32
-_CODE_MASK = (1 << _CODE_BITS) - 1
+#: Bits of the offer key (the BLAKE2b digest size × 8). Tests shrink it to show collisions.
+KEY_BITS = 128
+
+#: Bits of a packed value below the version: the cell code (or TOMBSTONE).
+_CODE_BITS = CODE_BITS
+_CODE_MASK = CODE_MASK
 #: Bits of a version below the order time: the partition (the offer-row contract's rule).
 _PARTITION_BITS = PARTITION_BITS
+
+#: A snapshot writes the overlay to a run (a file) once it holds this many entries; below,
+#: the entries travel inside the snapshot (≤ ~5 kB per shard).
+FLUSH_AT = 128
+#: Between snapshots (a long epoch), the overlay is turned into an in-memory run beyond this.
+OVERLAY_MAX = 4096
 
 #: Per partition in :attr:`ShardState.partitions`: [next offset, newest order time].
 _NEXT, _NEWEST = 0, 1
 #: Per partition in a batch's tallies: [next offset, records, dlq, unknown deletes, stale].
 _RECORDS, _DLQ, _UNKNOWN_DELETES, _STALE = 1, 2, 3, 4
 
+#: Tag of the snapshot format (a tuple, pickled by Bytewax into the recovery store).
+_SNAPSHOT_FORMAT = "compact-1"
 
-#: What :meth:`ShardState.snapshot` returns (pickled into the recovery store).
-ShardSnapshot = tuple[dict[int, int], dict[int, int], list[Cell], dict[int, tuple[int, int]], int]
+#: What :meth:`ShardState.snapshot` returns: (format, shard, cells, partitions, swept_ms,
+#: live tombstones, overlay, runs, merged-away files awaiting deletion).
+ShardSnapshot = tuple[
+    str,
+    int | None,
+    list[Cell],
+    dict[int, tuple[int, int]],
+    int,
+    int,
+    dict[int, int],
+    list[RunRef],
+    list[Retired],
+]
 
 
-def offer_key(offer_id: bytes) -> int:
-    """The state's key of an offer id (UTF-8): its 120-bit BLAKE2b hash, as an int (120 bits:
-    four of CPython's 30-bit digits, a 40-byte int)."""
-    return int.from_bytes(blake2b(offer_id, digest_size=15).digest(), "little")
+def offer_key(offer_id: bytes, bits: int = KEY_BITS) -> int:
+    """The state's key of an offer id (UTF-8): its 128-bit BLAKE2b hash, as an int (``bits``
+    < 128 keeps the low bits: only tests do that, to make collisions happen)."""
+    key = int.from_bytes(blake2b(offer_id, digest_size=16).digest(), "little")
+    return key if bits >= KEY_BITS else key & ((1 << bits) - 1)
 
 
 def shard_of(offer_id: bytes | None) -> int:
@@ -95,21 +133,47 @@ def shard_of(offer_id: bytes | None) -> int:
     return offer_key(offer_id) % SHARDS if offer_id else 0
 
 
-@dataclass(slots=True)
 class ShardState:
-    """The offers of one shard: open ones, recent tombstones, and per-partition progress."""
+    """The offers of one shard: open ones and recent tombstones (runs + overlay), the cell
+    table, and per-partition progress."""
 
-    #: offer key → packed ``version << 32 | cell code``.
-    open: dict[int, int] = field(default_factory=dict)
-    #: offer key → version of the delete that closed it (or of a delete of an unknown offer).
-    closed: dict[int, int] = field(default_factory=dict)
-    #: cell code → cell; codes are per shard and only ever appended.
-    cells: list[Cell] = field(default_factory=list)
-    codes: dict[Cell, int] = field(default_factory=dict)
-    #: offers partition → [next offset to apply, newest order time seen from it].
-    partitions: dict[int, list[int]] = field(default_factory=dict)
-    #: Order time up to which tombstones were last swept.
-    swept_ms: int = -1
+    __slots__ = (
+        "cells",
+        "codes",
+        "overlay",
+        "partitions",
+        "root",
+        "runs",
+        "shard",
+        "swept_ms",
+        "tombstones",
+    )
+
+    def __init__(self, root: Path | None = None) -> None:
+        #: offer key → packed ``version << 32 | code`` (code TOMBSTONE: closed) or
+        #: ABSENT_VALUE, for the keys changed since the last flush.
+        self.overlay: dict[int, int] = {}
+        #: Everything flushed before, oldest run first (:mod:`.compact_state`).
+        self.runs = RunStack()
+        #: cell code → cell; codes are per shard and only ever appended.
+        self.cells: list[Cell] = []
+        self.codes: dict[Cell, int] = {}
+        #: offers partition → [next offset to apply, newest order time seen from it].
+        self.partitions: dict[int, list[int]] = {}
+        #: Order time up to which tombstones were last swept.
+        self.swept_ms = -1
+        #: Live tombstones (exact: expiry sweeps only when there are any, as the model).
+        self.tombstones = 0
+        #: The recovery store (run files go under it; None: runs stay in memory/snapshots).
+        self.root = root
+        #: This state's shard, known from its first batch or its snapshot.
+        self.shard: int | None = None
+
+    def bind(self, shard: int) -> None:
+        """Learn the shard (from the first batch): where its files go."""
+        if self.shard is None:
+            self.shard = shard
+            self.runs.directory = shard_directory(self.root, shard)
 
     def apply(
         self, records: list[Record], tombstone_ms: int, partition_count: int = 1
@@ -124,7 +188,10 @@ class ShardState:
         emit = deltas.append
         #: partition → [next offset, records, dlq, unknown deletes, stale]
         tallies: dict[int, list[int]] = {}
-        open_offers, closed, partitions = self.open, self.closed, self.partitions
+        overlay, partitions = self.overlay, self.partitions
+        fetched = self._fetch(records) if self.runs.runs else None
+        get = overlay.get
+        tombstones = self.tombstones
         for partition, offset, order_ms, event_ms, offer_id, kind, cell, key in records:
             seen = partitions.get(partition)
             if seen is None:
@@ -144,22 +211,30 @@ class ShardState:
                 continue
             assert offer_id is not None
             version = (order_ms << _PARTITION_BITS) | partition
-            old = open_offers.get(key)
+            # old: the open offer's packed value; tombstone: the version of its tombstone
+            # (one entry holds either, as the model's disjoint ``open``/``closed`` dicts).
+            old = get(key)
+            tombstone = None
+            if old is not None and (old < 0 or old & _CODE_MASK == TOMBSTONE):
+                if old >= 0:
+                    tombstone = old >> _CODE_BITS
+                old = None
             if kind == DELETE:
                 if old is not None:
                     if version < old >> _CODE_BITS:
                         tally[_STALE] += 1
                         continue
-                    del open_offers[key]
-                    closed[key] = version
+                    overlay[key] = (version << _CODE_BITS) | TOMBSTONE
+                    tombstones += 1
                     old_cell = self.cells[old & _CODE_MASK]
                     emit((-1, old_cell, offer_id, partition, offset, 0, event_ms))
                     continue
-                tombstone = closed.get(key)
                 if tombstone is not None and version < tombstone:
                     tally[_STALE] += 1
                     continue
-                closed[key] = version
+                if tombstone is None:
+                    tombstones += 1
+                overlay[key] = (version << _CODE_BITS) | TOMBSTONE
                 tally[_UNKNOWN_DELETES] += 1
                 continue
             assert cell is not None
@@ -168,25 +243,32 @@ class ShardState:
                 code = self.codes[cell] = len(self.cells)
                 self.cells.append(cell)
             if old is None:
-                tombstone = closed.get(key)
                 if tombstone is not None:
                     if version < tombstone:
                         tally[_STALE] += 1
                         continue
-                    del closed[key]
-                open_offers[key] = (version << _CODE_BITS) | code
+                    tombstones -= 1
+                overlay[key] = (version << _CODE_BITS) | code
                 emit((1, cell, offer_id, partition, offset, 0, event_ms))
                 continue
             if version < old >> _CODE_BITS:
                 tally[_STALE] += 1
                 continue
-            open_offers[key] = (version << _CODE_BITS) | code
+            overlay[key] = (version << _CODE_BITS) | code
             old_code = old & _CODE_MASK
             if old_code != code:
                 emit((-1, self.cells[old_code], offer_id, partition, offset, 0, event_ms))
                 emit((1, cell, offer_id, partition, offset, 1, event_ms))
-        if closed:
+        self.tombstones = tombstones
+        if fetched:
+            # Entries only read stay in the runs: the overlay keeps what changed.
+            for key, value in fetched.items():
+                if overlay[key] == value:
+                    del overlay[key]
+        if tombstones:
             self._expire_tombstones(tombstone_ms, partition_count)
+        if len(overlay) >= OVERLAY_MAX:
+            self._flush()
         counts = {
             partition: PartitionProgress(
                 offset=t[_NEXT],
@@ -199,11 +281,27 @@ class ShardState:
         }
         return deltas, counts
 
+    def _fetch(self, records: list[Record]) -> dict[int, int]:
+        """Copy the runs' entries of the batch's keys into the overlay (one vectorised
+        search per run, not one per record); return what was copied."""
+        overlay = self.overlay
+        wanted = dict.fromkeys(r[7] for r in records if r[5] != REJECTED and r[7] not in overlay)
+        found = lookup(self.runs.runs, list(wanted))
+        overlay.update(found)
+        return found
+
+    def _flush(self) -> None:
+        """The overlay becomes the newest run (merged down while runs are of similar size)."""
+        if self.overlay:
+            self.runs.add(run_from(self.overlay))
+            self.overlay = {}
+
     def _expire_tombstones(self, tombstone_ms: int, partition_count: int) -> None:
         """Drop tombstones no stale record can need any more (see the module doc).
 
-        Sweeps at most once per quarter of the tombstone time of progress, so the cost is
-        O(tombstones) a few times per tombstone time, not per batch.
+        Sweeps at most once per quarter of the tombstone time of progress. Tombstones in the
+        overlay become ABSENT entries (they hide the runs' older entries of their key); the
+        runs' are marked expired by version (read as ABSENT, dropped by the next merge).
         """
         partitions = self.partitions
         if len(partitions) < max(partition_count, max(partitions) + 1):
@@ -212,34 +310,88 @@ class ShardState:
         if horizon < 0 or horizon < self.swept_ms + tombstone_ms // 4:
             return
         limit = (horizon + 1) << _PARTITION_BITS  # versions below it are older than horizon
-        self.closed = {k: v for k, v in self.closed.items() if v >= limit}
+        overlay = self.overlay
+        due = [
+            key
+            for key, value in overlay.items()
+            if value >= 0 and value & _CODE_MASK == TOMBSTONE and value >> _CODE_BITS < limit
+        ]
+        expired = len(due) + self.runs.expire(limit, overlay)
+        for key in due:
+            overlay[key] = ABSENT_VALUE
+        self.tombstones -= expired
         self.swept_ms = horizon
+
+    def state_of(self, key: int) -> int | None:
+        """The packed entry of a key (open or tombstone), None if it has none."""
+        value = self.overlay.get(key)
+        if value is None:
+            value = lookup(self.runs.runs, [key]).get(key)
+        return None if value is None or value < 0 else value
 
     def cell_of(self, offer_id: str) -> Cell | None:
         """The cell an open offer is counted in (None if it is not open)."""
-        packed = self.open.get(offer_key(offer_id.encode()))
-        return None if packed is None else self.cells[packed & _CODE_MASK]
+        packed = self.state_of(offer_key(offer_id.encode()))
+        if packed is None or packed & _CODE_MASK == TOMBSTONE:
+            return None
+        return self.cells[packed & _CODE_MASK]
+
+    def tombstone_of(self, key: int) -> int | None:
+        """The version of a key's tombstone (None: the key is open or has no entry)."""
+        packed = self.state_of(key)
+        if packed is None or packed & _CODE_MASK != TOMBSTONE:
+            return None
+        return packed >> _CODE_BITS
+
+    def entries(self) -> dict[int, int]:
+        """Every key's packed entry, open and tombstones, as the model's ``open`` and
+        ``closed`` together (O(state) in Python: for tests and small benchmarks)."""
+        merged = self.runs.items()
+        merged.update(self.overlay)
+        return {key: value for key, value in merged.items() if value >= 0}
+
+    def open_keys(self) -> list[int]:
+        """The keys of the open offers (O(state): for tests)."""
+        return [k for k, v in self.entries().items() if v & _CODE_MASK != TOMBSTONE]
+
+    def __len__(self) -> int:
+        """Entries held, counting a key once per run and the overlay (memory, not offers)."""
+        return len(self.runs) + len(self.overlay)
 
     def snapshot(self) -> ShardSnapshot:
-        """An immutable copy for the recovery store (dicts and lists copied; values are ints)."""
+        """What the recovery store keeps: the overlay's entries (written to a run file
+        instead once there are :data:`FLUSH_AT`), the names of the run files, the cells and
+        the partitions' progress — proportional to what changed, not to the state."""
+        if len(self.overlay) >= FLUSH_AT:
+            self._flush()
+        runs = self.runs.refs()
         return (
-            self.open.copy(),
-            self.closed.copy(),
+            _SNAPSHOT_FORMAT,
+            self.shard,
             list(self.cells),
-            {p: tuple(seen) for p, seen in self.partitions.items()},
+            {p: (seen[_NEXT], seen[_NEWEST]) for p, seen in self.partitions.items()},
             self.swept_ms,
+            self.tombstones,
+            self.overlay.copy(),
+            runs,
+            list(self.runs.retired),
         )
 
     @classmethod
-    def restore(cls, snapshot: ShardSnapshot | None) -> ShardState:
+    def restore(cls, snapshot: Any | None, root: Path | None = None) -> ShardState:
+        """The state a snapshot describes; its run files are mapped on first use."""
+        state = cls(root)
         if snapshot is None:
-            return cls()
-        open_offers, closed, cells, partitions, swept_ms = snapshot
-        return cls(
-            open_offers,
-            closed,
-            list(cells),
-            {cell: code for code, cell in enumerate(cells)},
-            {p: list(seen) for p, seen in partitions.items()},
-            swept_ms,
-        )
+            return state
+        if not (isinstance(snapshot, tuple) and snapshot[0] == _SNAPSHOT_FORMAT):
+            raise ValueError("a snapshot of another state layout (see jobpulse-layout.json)")
+        _, shard, cells, partitions, swept_ms, tombstones, overlay, runs, retired = snapshot
+        state.shard = shard
+        state.cells = list(cells)
+        state.codes = {cell: code for code, cell in enumerate(cells)}
+        state.partitions = {p: list(seen) for p, seen in partitions.items()}
+        state.swept_ms = swept_ms
+        state.tombstones = tombstones
+        state.overlay = dict(overlay)
+        state.runs = RunStack.restore(runs, shard_directory(root, shard), retired)
+        return state

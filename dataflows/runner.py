@@ -57,7 +57,13 @@ DEFAULT_SNAPSHOT_INTERVAL_S = 5.0
 
 #: What the saved state's keys mean; a recovery store made with another layout cannot resume.
 LAYOUT_FILE = "jobpulse-layout.json"
-STATE_LAYOUT = {"version": 3, "state": "offer-key shards", "key": "blake2b-120", "shards": SHARDS}
+STATE_LAYOUT = {
+    "version": 4,
+    "state": "offer-key shards",
+    "key": "blake2b-128",
+    "shards": SHARDS,
+    "store": "sorted runs",
+}
 
 #: Exit status of a cluster member that stopped because the offers topic grew (restart it).
 EXIT_TOPIC_GREW = 75
@@ -418,6 +424,7 @@ def _run_here(plan: _Plan, lease: RunLease | None) -> None:
         ),
         plan.professions,
         offers_partitions=len(partitions),
+        recovery_dir=recovery_dir,
     )
     STOP.clear()
     watch = None if end is not None else PartitionWatch(settings, len(partitions))

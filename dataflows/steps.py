@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -251,14 +252,18 @@ class OpenOffersLogic(StatefulBatchLogic[EnrichedChunk, StateOutput, Any]):
         self.partitions = partitions
 
     @classmethod
-    def builder(cls, tombstone_ms: int, partitions: int) -> Any:
+    def builder(cls, tombstone_ms: int, partitions: int, recovery_dir: Path | None = None) -> Any:
+        """``recovery_dir``: where the shards write their run files (the recovery store;
+        None: they stay in memory and travel inside the snapshots, e.g. in tests)."""
+
         def build(resume: Any | None) -> OpenOffersLogic:
-            return cls(ShardState.restore(resume), tombstone_ms, partitions)
+            return cls(ShardState.restore(resume, recovery_dir), tombstone_ms, partitions)
 
         return build
 
     def on_batch(self, values: list[EnrichedChunk]) -> tuple[Iterable[StateOutput], bool]:
         started = perf_counter()
+        self.state.bind(values[0].shard)
         rule = (self.tombstone_ms, self.partitions)
         deltas: list[DeltaRecord] = []
         counts: dict[int, PartitionProgress] = {}

@@ -1,5 +1,9 @@
 """Per-offer state transitions (new, identical re-send, move, delete, delete of unknown), the
-ordering rule across partitions, tombstones, and independence from arrival interleaving."""
+ordering rule across partitions, tombstones, and independence from arrival interleaving.
+
+Each test runs twice: on a fresh state (everything in the overlay) and on one whose every
+batch is flushed into the compact runs right away (``compact``), so every transition is also
+checked against entries read back from the runs."""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import itertools
 import pickle
 import random
 
+import pytest
+
+from jobpulse.dataflows import open_offers
 from jobpulse.dataflows.items import DELETE, REJECTED, UPSERT, Record
 from jobpulse.dataflows.open_offers import SHARDS, ShardState, offer_key, shard_of
 from jobpulse.delta import Cell
@@ -16,6 +23,14 @@ TECH_ASIA = Cell("Tech", "Asia")
 RETAIL_EU = Cell("Retail", "Europe")
 T = 1_764_000_000_000
 HOUR = 3_600_000
+
+
+@pytest.fixture(autouse=True, params=["overlay", "compact"])
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``compact``: every batch ends flushed into the runs (the overlay never holds more)."""
+    if request.param == "compact":
+        monkeypatch.setattr(open_offers, "OVERLAY_MAX", 1)
+    return str(request.param)
 
 
 def upsert(
@@ -52,7 +67,7 @@ def _key(offer_id: str) -> int:
 
 
 def open_cells(state: ShardState) -> dict[str, Cell]:
-    return {IDS[key]: state.cell_of(IDS[key]) for key in state.open}  # type: ignore[misc]
+    return {IDS[key]: state.cell_of(IDS[key]) for key in state.open_keys()}  # type: ignore[misc]
 
 
 def test_new_offer_is_one_increment() -> None:
@@ -86,7 +101,7 @@ def test_delete_of_an_open_offer_is_one_decrement_and_it_can_reopen() -> None:
     state = ShardState()
     apply(state, [upsert(0, "a", TECH_EU)])
     assert apply(state, [delete(1, "a")]) == [(-1, TECH_EU, "a", 0, 1, 0, T + 1)]
-    assert state.open == {}
+    assert state.open_keys() == []
     assert apply(state, [upsert(2, "a", TECH_EU)]) == [(1, TECH_EU, "a", 0, 2, 0, T + 2)]
 
 
@@ -128,7 +143,7 @@ def test_snapshot_is_a_copy_and_restores_the_same_state() -> None:
     assert restored.partitions[0][0] == 3
     # Replaying the record after the snapshot gives the same delta again (same event id).
     assert apply(restored, [delete(3, "a")]) == [(-1, TECH_EU, "a", 0, 3, 0, T + 3)]
-    assert ShardState.restore(None) == ShardState()
+    assert ShardState.restore(None).entries() == {}
 
 
 def test_shards_are_stable_and_spread() -> None:
@@ -159,7 +174,7 @@ def test_within_one_partition_offset_order_wins_at_equal_time() -> None:
     apply(state, [upsert(0, "a", TECH_EU, at=T), upsert(1, "a", TECH_ASIA, at=T)])
     assert open_cells(state) == {"a": TECH_ASIA}
     apply(state, [delete(2, "a", at=T)])
-    assert state.open == {}
+    assert state.open_keys() == []
 
 
 def test_equal_time_across_partitions_the_higher_partition_wins_in_any_order() -> None:
@@ -179,12 +194,12 @@ def test_a_stale_upsert_after_a_delete_does_not_reopen() -> None:
     apply(state, [delete(0, "a", partition=5, at=T + 2000)])
     deltas, counts = state.apply([upsert(1, "a", TECH_EU, partition=0, at=T + 1000)], HOUR)
     assert deltas == [] and counts[0].stale == 1
-    assert state.open == {} and _key("a") in state.closed
+    assert state.open_keys() == [] and state.tombstone_of(_key("a")) is not None
     # A newer upsert re-opens it and drops the tombstone.
     assert apply(state, [upsert(2, "a", TECH_EU, partition=0, at=T + 3000)]) == [
         (1, TECH_EU, "a", 0, 2, 0, T + 3000)
     ]
-    assert _key("a") not in state.closed
+    assert state.tombstone_of(_key("a")) is None
 
 
 def test_a_delete_arriving_before_its_older_upsert_wins() -> None:
@@ -193,7 +208,7 @@ def test_a_delete_arriving_before_its_older_upsert_wins() -> None:
     _, counts = state.apply([delete(0, "a", partition=4, at=T + 5000)], HOUR)
     assert counts[4].unknown_deletes == 1
     deltas, counts = state.apply([upsert(0, "a", TECH_EU, partition=2, at=T)], HOUR)
-    assert deltas == [] and counts[2].stale == 1 and state.open == {}
+    assert deltas == [] and counts[2].stale == 1 and state.open_keys() == []
 
 
 def test_tombstones_expire_only_when_every_partition_is_past_them() -> None:
@@ -202,18 +217,18 @@ def test_tombstones_expire_only_when_every_partition_is_past_them() -> None:
     apply(state, [upsert(0, "a", TECH_EU, 0, T), delete(1, "a", 0, T)], **two)
     # Partition 1 has delivered nothing: however far partition 0 goes, the tombstone stays.
     apply(state, [upsert(2, "x", TECH_EU, partition=0, at=T + 5 * HOUR)], **two)
-    assert _key("a") in state.closed
+    assert state.tombstone_of(_key("a")) is not None
     # Partition 1 is still an hour behind: a stale upsert from it must still find the tombstone.
     apply(state, [upsert(0, "y", TECH_EU, partition=1, at=T + HOUR - 1)], **two)
-    assert _key("a") in state.closed
+    assert state.tombstone_of(_key("a")) is not None
     apply(state, [upsert(1, "y", TECH_EU, partition=1, at=T + 2 * HOUR)], **two)
-    assert _key("a") not in state.closed
+    assert state.tombstone_of(_key("a")) is None
     # A partition seen only later (the topic grew) holds expiry back as well.
     apply(state, [delete(3, "x", partition=0, at=T + 6 * HOUR)], **two)
     apply(state, [upsert(0, "z", TECH_EU, partition=3, at=T + 6 * HOUR)], **two)
     apply(state, [upsert(2, "y", TECH_EU, partition=1, at=T + 9 * HOUR)], **two)
     apply(state, [upsert(4, "y", TECH_EU, partition=0, at=T + 9 * HOUR)], **two)
-    assert _key("x") in state.closed  # partition 2 has delivered nothing
+    assert state.tombstone_of(_key("x")) is not None  # partition 2 has delivered nothing
 
 
 def test_zero_tombstone_time_still_never_reopens_from_a_slower_partition() -> None:
