@@ -110,7 +110,7 @@ stack-down: venv ## Stop the Kafka + Redis + PostgreSQL that stack-up started
 stack-status: venv ## Is the local stack up?
 	$(BIN)/jobpulse stack status
 
-bench: install ## Benchmarks: dataflow vs a plain loop, throughput, state size, producer rates, dashboard load (prints numbers)
+bench: install ## Benchmarks: dataflow vs a plain loop, throughput, state at 10k-25M offers, producer rates, dashboard load (prints numbers)
 	$(BIN)/python -m benchmarks
 
 deploy-check: venv tools ## Offline checks of k8s/, Dockerfile and docker-compose.yml (kustomize, kubeconform, kube-score, hadolint, compose schema)
