@@ -590,7 +590,7 @@ def _wait_until_listening(port: int, child: processes.ForkedChild, limit_s: floa
     wait, which reports it.)
     """
     deadline = time.monotonic() + limit_s
-    while not processes.listening_on(port) and child.poll() is None:
+    while not processes.listens_on(child.pid, port) and child.poll() is None:
         if time.monotonic() > deadline:
             return
         time.sleep(0.005)

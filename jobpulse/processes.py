@@ -166,8 +166,21 @@ def listen_addresses(record: PidRecord) -> list[tuple[str, int]] | None:
     """The TCP ``(ip, port)`` pairs the process listens on (IPv4-mapped IPv6 as IPv4);
     ``None`` if that cannot be told (process gone, or no permission to look)."""
     proc = record.process()
-    if proc is None:
-        return None
+    return None if proc is None else _listen_addresses(proc)
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` listens on TCP ``port`` (False if it is gone) — asked without
+    connecting, which a listener would take for a client (Bytewax's cluster port expects a
+    handshake)."""
+    try:
+        proc = psutil.Process(pid)
+    except psutil.Error:
+        return False
+    return any(lport == port for _, lport in _listen_addresses(proc) or [])
+
+
+def _listen_addresses(proc: psutil.Process) -> list[tuple[str, int]] | None:
     try:
         conns = proc.net_connections(kind="tcp")
     except psutil.Error:
@@ -279,28 +292,21 @@ def spawn_jobpulse(
     *,
     env: Mapping[str, str],
     output: IO[bytes] | None = None,
-    parent_death_signal: int = signal.SIGTERM,
-    ignore_stop_signals: bool = False,
     new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -P -m jobpulse *args`` as a child that gets ``parent_death_signal`` when
-    this process dies, however it dies; the installed ``jobpulse`` runs whatever the working
-    directory holds.
+    """Start ``python -P -m jobpulse *args`` as a child that gets SIGTERM when this process
+    dies, however it dies; the installed ``jobpulse`` runs whatever the working directory
+    holds.
 
-    ``ignore_stop_signals``: Ctrl-C/SIGTERM are ignored until the child sets its own handlers
-    (a stop signal during its start-up would otherwise kill it half-started); otherwise
-    SIGINT is back to its default (a process started in the background inherits an ignored
-    SIGINT). ``new_session``: the terminal's Ctrl-C does not reach the child; the parent
-    decides when it stops. ``output``: stdout and stderr (default: inherited).
+    SIGINT is back to its default in the child (a process started in the background
+    inherits an ignored SIGINT). ``new_session``: the terminal's Ctrl-C does not reach the
+    child; the parent decides when it stops. ``output``: stdout and stderr (default:
+    inherited).
     """
 
     def before_exec() -> None:
-        die_with_parent(parent_death_signal)
-        if ignore_stop_signals:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        else:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        die_with_parent(signal.SIGTERM)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     return subprocess.Popen(
         # -P (Python 3.11's "safe path"): ``-m`` would otherwise put the working directory
@@ -395,28 +401,6 @@ def fork_child(
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
-
-
-#: ``/proc/net/tcp`` state code of a listening socket.
-_LISTEN = "0A"
-
-
-def listening_on(port: int) -> bool:
-    """Whether a TCP socket of this machine (its network namespace) listens on ``port``, read
-    from ``/proc/net/tcp`` and ``tcp6`` — without connecting, which a listener would take for
-    a client (Bytewax's cluster port expects a handshake). False where /proc has no table."""
-    suffix = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as rows:
-                next(rows, None)  # the header
-                for row in rows:
-                    fields = row.split()
-                    if len(fields) > 3 and fields[3] == _LISTEN and fields[1].endswith(suffix):
-                        return True
-        except OSError:
-            continue
-    return False
 
 
 def signal_group(pgid: int, signum: int) -> None:
