@@ -36,7 +36,7 @@ from jobpulse.delta import Cell
 from jobpulse.settings import Settings
 from jobpulse.store import Store, totals
 
-from .scale import CELLS, _produce
+from .scale import CELLS, _produce, scratch_settings
 
 #: The scale producer's places, in its order, and their continents (by hand, not geocoded).
 PLACE_CONTINENTS = ["Europe", "Asia", "Oceania", "Africa", "North America"]
@@ -103,13 +103,7 @@ def _run_to_the_end(settings: Settings, recovery: Path) -> float:
 def drill(offers: int, kill_at: float, recount: bool) -> bool:
     tag = f"drill-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="jobpulse-drill-") as state_dir:
-        settings = settings_module.load().with_overrides(
-            offers_topic=f"{tag}.offers",
-            deltas_topic=f"{tag}.deltas",
-            dlq_topic=f"{tag}.dlq",
-            redis_prefix=tag,
-            state_dir=Path(state_dir),
-        )
+        settings = scratch_settings(tag, Path(state_dir))
         recount_settings = settings.with_overrides(redis_prefix=f"{tag}-recount")
         topics.ensure_topics(settings)
         try:

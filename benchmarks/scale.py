@@ -377,6 +377,17 @@ def _probe_restart(settings: Settings, recovery: Path, tag: str) -> tuple[float,
     return first, every
 
 
+def scratch_settings(tag: str, state_dir: Path) -> Settings:
+    """The environment's settings with topics, Redis prefix and state dir of this run's own."""
+    return settings_module.load().with_overrides(
+        offers_topic=f"{tag}.offers",
+        deltas_topic=f"{tag}.deltas",
+        dlq_topic=f"{tag}.dlq",
+        redis_prefix=tag,
+        state_dir=state_dir,
+    )
+
+
 def end_to_end(sizes: list[int], slice_: int, *, synthetic: bool = False) -> None:
     from jobpulse import topics
     from jobpulse.store import Store
@@ -384,13 +395,7 @@ def end_to_end(sizes: list[int], slice_: int, *, synthetic: bool = False) -> Non
     print("== 2. end to end: jobpulse run --once --workers 1, one growing topic and store")
     tag = f"scale-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="jobpulse-scale-") as state_dir:
-        settings = settings_module.load().with_overrides(
-            offers_topic=f"{tag}.offers",
-            deltas_topic=f"{tag}.deltas",
-            dlq_topic=f"{tag}.dlq",
-            redis_prefix=tag,
-            state_dir=Path(state_dir),
-        )
+        settings = scratch_settings(tag, Path(state_dir))
         recovery = Path(state_dir) / "recovery"
         topics.ensure_topics(settings)
         produce = _produce_synthetic if synthetic else _produce
