@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from jobpulse.logs import LogFormatOption
 from jobpulse.settings import Settings
 
 
@@ -35,10 +36,7 @@ def dashboard(
             max=64,
         ),
     ] = 1,
-    log_format: Annotated[
-        str | None,
-        typer.Option(help="Log lines: text or json (env JOBPULSE_LOG_FORMAT).", show_default=False),
-    ] = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Serve the live dashboard (and GET /api/breakdown) until Ctrl-C.
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from jobpulse.errors import JobpulseError, UsageError
+from jobpulse.logs import LogFormatOption, VerboseOption
 from jobpulse.settings import Settings
 
 
@@ -173,11 +174,8 @@ def run(
             "from BYTEWAX_REPLICAS and BYTEWAX_POD_NAME)."
         ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    log_format: Annotated[
-        str | None,
-        typer.Option(help="Log lines: text or json (env JOBPULSE_LOG_FORMAT).", show_default=False),
-    ] = None,
+    verbose: VerboseOption = False,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run the dataflow: offers topic → deltas topic, DLQ topic and live counts in Redis.
 

@@ -18,13 +18,22 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Annotated, TextIO
 
 import orjson
+import typer
 
 from jobpulse.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: ``--log-format`` of every long-running command (run, sink, dashboard).
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(help="Log lines: text or json (env JOBPULSE_LOG_FORMAT).", show_default=False),
+]
+#: ``--verbose``: jobpulse's own lines at DEBUG.
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]

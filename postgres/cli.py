@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from jobpulse import processes
+from jobpulse.logs import LogFormatOption, VerboseOption
 from jobpulse.settings import Settings
 
 
@@ -24,11 +25,8 @@ def sink(
     batch_size: Annotated[
         int, typer.Option(help="Rows per batch (one transaction, one offsets commit).", min=1)
     ] = 5000,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    log_format: Annotated[
-        str | None,
-        typer.Option(help="Log lines: text or json (env JOBPULSE_LOG_FORMAT).", show_default=False),
-    ] = None,
+    verbose: VerboseOption = False,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Keep every offer in PostgreSQL: the rows topic (JOBPULSE_ROWS_TOPIC) → table offers.
 
