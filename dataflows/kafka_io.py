@@ -1,11 +1,12 @@
 """Kafka at the edges of the dataflow: the offers source and the batch producer sink.
 
-Why not ``bytewax.connectors.kafka`` as is: the source here (same model — one consumer per
-partition, the next offset as recovery state) emits one :class:`RawChunk` per poll instead of
-one object per record, can stop at offsets captured at start (``run --once``), and logs and
-counts consumer errors instead of either crashing or passing them on silently. The sink checks
-delivery reports (bytewax's ``KafkaSink`` does not), so a failed write fails the batch and the
-dataflow resumes from its last snapshot instead of losing the message.
+Why not ``bytewax.connectors.kafka`` as is: the source here (same model — the next offset
+per partition as recovery state) emits one :class:`RawChunk` per poll instead of one object
+per record, reads all of a worker's partitions with one consumer instead of one each, can
+stop at offsets captured at start (``run --once``), and logs and counts consumer errors
+instead of either crashing or passing them on silently. The sink checks delivery reports
+(bytewax's ``KafkaSink`` does not), so a failed write fails the batch and the dataflow
+resumes from its last snapshot instead of losing the message.
 """
 
 from __future__ import annotations
@@ -51,15 +52,19 @@ STOP = threading.Event()
 #: How long an idle partition waits before polling again.
 IDLE_POLL = timedelta(milliseconds=20)
 
-#: Records per poll per partition.
-DEFAULT_BATCH_SIZE = 2000
+#: Records a worker's reader fetches and holds at most, shared by all its partitions: the
+#: size of a batch through the dataflow, whatever the partitions per worker (so a worker of
+#: a larger cluster does not pay the per-batch costs on smaller batches).
+DEFAULT_FETCH_RECORDS = 24_000
 
 
 #: Tuning of the offers readers (pass-through settings override it).
 CONSUMER_TUNABLES: dict[str, Any] = {"fetch.wait.max.ms": 100, "queued.min.messages": 20000}
 
 
-def _consumer(settings: Settings, *, stop_at_end: bool) -> Consumer:
+def offers_consumer(settings: Settings, *, stop_at_end: bool) -> Consumer:
+    """A consumer of the offers topic as the source reads it (``stop_at_end``: it reports
+    the end of each partition, for ``run --once``)."""
     return kafka.consumer(
         settings,
         required={
@@ -74,8 +79,103 @@ def _consumer(settings: Settings, *, stop_at_end: bool) -> Consumer:
     )
 
 
-#: A partition's recovery state: (next offset to read, newest order time so far).
+#: A partition's recovery state: (next offset, newest order time so far).
 PartitionPosition = tuple[int, int]
+
+
+class _WorkerReader:
+    """One Kafka consumer for every offers partition of one Bytewax worker.
+
+    Why one and not one per partition (bytewax's connector's way): a librdkafka consumer is
+    a client of its own — threads, broker connections, a fetch loop — so twelve partitions
+    cost twelve start-ups (≈ 0.15 s before the first record) and twelve fetch loops'
+    CPU. Here one fetch serves every partition the worker owns; the messages are handed out
+    per partition (each partition's in offset order, as librdkafka returns them), so each
+    partition still emits only its own records and snapshots only its own position.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop_at_end: bool,
+        fetch_records: int,
+        consumer: Consumer | None = None,
+    ) -> None:
+        self._topic = settings.offers_topic
+        self._consumer = consumer or offers_consumer(settings, stop_at_end=stop_at_end)
+        self._fetch_records = fetch_records
+        #: partition → messages fetched and not handed out yet.
+        self._pending: dict[int, list[Message]] = {}
+        #: Messages in ``_pending``.
+        self._held = 0
+        #: The last fetch found nothing at all: the partitions with nothing left may sleep.
+        self.idle = False
+        self.closed = False
+
+    def add(self, partition: int, next_offset: int) -> None:
+        """Read ``partition`` from ``next_offset`` on."""
+        self._pending[partition] = []
+        # A concrete offset, even 0: OFFSET_BEGINNING would make librdkafka look it up on a
+        # 500 ms retry timer before the first fetch. Below the log start (retention), the
+        # broker answers out-of-range and auto.offset.reset=earliest restarts at the start.
+        # Assigned now, not at the first fetch: librdkafka starts fetching while Bytewax
+        # builds the rest of the dataflow.
+        self._consumer.incremental_assign([TopicPartition(self._topic, partition, next_offset)])
+
+    def take(self, partition: int) -> list[Message]:
+        """The messages of ``partition`` fetched so far, in offset order: its records and its
+        errors (end of partition, …). Fetches without waiting when it has none left; at most
+        ``fetch_records`` messages are held here.
+
+        librdkafka queues a partition's records in blocks of up to
+        ``max.partition.fetch.bytes`` (1 MB), so a fetch brings a few partitions' blocks,
+        not a little of each: the partitions' event times interleave by blocks, and any skew
+        is well within the windows' retention (see :mod:`.counting`).
+        """
+        pending = self._pending[partition]
+        if not pending and self._held < self._fetch_records:
+            self._fetch(partition)
+            pending = self._pending[partition]
+        self._pending[partition] = []
+        self._held -= len(pending)
+        return pending
+
+    def _fetch(self, asking: int) -> None:
+        pending = self._pending
+        room = self._fetch_records - self._held
+        # Non-blocking: librdkafka prefetches in the background; an idle partition sleeps via
+        # next_awake instead of blocking the worker thread that runs every other step too.
+        messages = self._consumer.consume(room, 0)
+        self.idle = not messages
+        if messages and not FIRST_RECORD_AT:
+            FIRST_RECORD_AT.append(time.monotonic())
+        for message in messages:
+            queue = pending.get(message.partition())  # type: ignore[arg-type]
+            if queue is not None:
+                queue.append(message)
+            elif message.error() is not None:
+                pending[asking].append(message)  # not a partition's (e.g. all brokers down)
+            else:  # a partition removed meanwhile (it ended): nothing more is read of it
+                continue
+            self._held += 1
+
+    def watermarks(self, partition: int) -> tuple[int, int]:
+        """librdkafka's cached (low, high) watermarks of the last fetch: no request."""
+        return self._consumer.get_watermark_offsets(  # type: ignore[no-any-return]
+            TopicPartition(self._topic, partition), cached=True
+        )
+
+    def remove(self, partition: int) -> None:
+        """Stop reading ``partition``; the consumer closes with the last one."""
+        dropped = self._pending.pop(partition, None)
+        if dropped is None:
+            return
+        self._held -= len(dropped)
+        self._consumer.incremental_unassign([TopicPartition(self._topic, partition)])
+        if not self._pending:
+            self.closed = True
+            self._consumer.close()
 
 
 class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
@@ -90,35 +190,27 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
 
     def __init__(
         self,
-        settings: Settings,
+        reader: _WorkerReader,
         partition: int,
         position: PartitionPosition,
         end_offset: int | None,
-        batch_size: int,
     ) -> None:
         next_offset, newest = position
+        self._reader = reader
         self._partition = partition
         self._next = next_offset
         self._newest = newest
         self._end = end_offset
-        self._batch_size = batch_size
         self._awake: datetime | None = None
-        self._consumer = _consumer(settings, stop_at_end=end_offset is not None)
         # Metrics, updated once per batch: the labelled children are looked up once here.
-        self._topic_partition = TopicPartition(settings.offers_topic, partition)
         self._records_read = metrics.RECORDS_READ.labels(str(partition))
         self._lag = metrics.LAG.labels(str(partition))
-        # A concrete offset, even 0: OFFSET_BEGINNING would make librdkafka look it up on a
-        # 500 ms retry timer before the first fetch. Below the log start (retention), the
-        # broker answers out-of-range and auto.offset.reset=earliest restarts at the start.
-        self._consumer.assign([TopicPartition(settings.offers_topic, partition, next_offset)])
+        reader.add(partition, next_offset)
 
     def next_batch(self) -> list[RawChunk]:
         if STOP.is_set() or (self._end is not None and self._next >= self._end):
             raise StopIteration
-        # Non-blocking: librdkafka prefetches in the background; an idle partition sleeps via
-        # next_awake instead of blocking the worker thread that runs every other step too.
-        messages = self._consumer.consume(self._batch_size, 0)
+        messages = self._reader.take(self._partition)
         records: list[RawRecord] = []
         append = records.append
         newest = self._newest
@@ -138,21 +230,21 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
             self._next = offset + 1
         self._newest = newest
         if not messages:
-            self._awake = datetime.now(UTC) + IDLE_POLL
+            # Sleep only when the whole topic is idle: a partition whose records are still
+            # on their way while others' arrive is asked again at once.
+            self._awake = datetime.now(UTC) + IDLE_POLL if self._reader.idle else None
             return []
         if records:
             _READ_HEALTH.ok()
-            if not FIRST_RECORD_AT:
-                FIRST_RECORD_AT.append(time.monotonic())
             self._count(len(records))
         self._awake = None
         return [RawChunk(self._partition, records)] if records else []
 
     def _count(self, records: int) -> None:
         """Metrics of one batch: records read, and the lag behind the high watermark of the
-        last fetch (librdkafka's cached value: no request)."""
+        last fetch."""
         self._records_read.inc(records)
-        _, high = self._consumer.get_watermark_offsets(self._topic_partition, cached=True)
+        _, high = self._reader.watermarks(self._partition)
         if high >= 0:
             self._lag.set(max(0, high - self._next))
 
@@ -177,11 +269,17 @@ class _OffersPartition(StatefulSourcePartition[RawChunk, PartitionPosition]):
         return (self._next, self._newest)
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.remove(self._partition)
 
 
 class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
-    """Every partition of the offers topic; each stops at ``end_offsets`` when given."""
+    """Every partition of the offers topic; each stops at ``end_offsets`` when given.
+
+    The partitions a worker owns share one consumer (:class:`_WorkerReader`). Bytewax
+    builds and drives a worker's partitions on that worker's thread, so the reader is found
+    by thread. ``consumer``: one made by :func:`offers_consumer` ahead of time (connected
+    while the dataflow starts), for the first worker.
+    """
 
     def __init__(
         self,
@@ -189,12 +287,16 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
         partitions: list[int],
         *,
         end_offsets: Mapping[int, int] | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        fetch_records: int = DEFAULT_FETCH_RECORDS,
+        consumer: Consumer | None = None,
     ) -> None:
         self._settings = settings
         self._partitions = partitions
         self._end_offsets = dict(end_offsets) if end_offsets is not None else None
-        self._batch_size = batch_size
+        self._fetch_records = fetch_records
+        self._readers: dict[int, _WorkerReader] = {}
+        #: A consumer made (and connected) ahead, for the first worker's reader.
+        self._ready = [consumer] if consumer is not None else []
 
     def list_parts(self) -> list[str]:
         return [f"{self._settings.offers_topic}#{p}" for p in self._partitions]
@@ -211,7 +313,19 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
         index = int(partition)
         end = None if self._end_offsets is None else self._end_offsets.get(index, 0)
         position = resume_state or (0, 0)
-        return _OffersPartition(self._settings, index, position, end, self._batch_size)
+        return _OffersPartition(self._reader(), index, position, end)
+
+    def _reader(self) -> _WorkerReader:
+        worker = threading.get_ident()
+        reader = self._readers.get(worker)
+        if reader is None or reader.closed:
+            reader = self._readers[worker] = _WorkerReader(
+                self._settings,
+                stop_at_end=self._end_offsets is not None,
+                fetch_records=self._fetch_records,
+                consumer=self._ready.pop() if self._ready else None,
+            )
+        return reader
 
 
 #: The end offsets this process's ``--once`` run reads up to, once :func:`end_offsets`
@@ -219,20 +333,24 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
 CAPTURED_END: list[dict[int, int]] = []
 
 
-def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, int]:
-    """The high watermark of every offers partition, now (what ``--once`` reads up to)."""
-    consumer = _consumer(settings, stop_at_end=False)
+def end_offsets(
+    settings: Settings, timeout: float = 10.0, *, consumer: Consumer | None = None
+) -> dict[int, int]:
+    """The high watermark of every offers partition, now (what ``--once`` reads up to);
+    asked through ``consumer`` when given (left open), else a consumer of its own."""
+    asking = consumer or offers_consumer(settings, stop_at_end=False)
     try:
-        metadata = consumer.list_topics(settings.offers_topic, timeout=timeout)
+        metadata = asking.list_topics(settings.offers_topic, timeout=timeout)
         partitions = sorted(metadata.topics[settings.offers_topic].partitions)
         captured = {
-            p: consumer.get_watermark_offsets(
+            p: asking.get_watermark_offsets(
                 TopicPartition(settings.offers_topic, p), timeout=timeout
             )[1]
             for p in partitions
         }
     finally:
-        consumer.close()
+        if consumer is None:
+            asking.close()
     CAPTURED_END[:] = [captured]
     return captured
 
@@ -261,7 +379,7 @@ class PartitionWatch:
         self._thread.join(timeout=5)
 
     def _watch(self) -> None:
-        consumer = _consumer(self._settings, stop_at_end=False)
+        consumer = offers_consumer(self._settings, stop_at_end=False)
         topic = self._settings.offers_topic
         try:
             while not self._stopped.wait(self._settings.partition_check_seconds):

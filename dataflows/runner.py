@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import orjson
 import psutil
@@ -50,6 +50,10 @@ from jobpulse.store import PartitionProgress, Store, totals
 
 from .exclusive import RecoveryLock, RunLease
 from .open_offers import SHARDS
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import ClusterMetadata
 
 log = logging.getLogger("jobpulse.dataflow")
 
@@ -174,25 +178,69 @@ def _run(settings: Settings, options: RunOptions) -> None:
             "category %s",
             UNKNOWN,
         )
-    # ``--once`` reads up to the end offsets of now: asked on a thread, while the checks below
-    # wait for their own answers (≈ 0.05 s off the first record).
-    end = _InBackground(_capture_end_offsets, settings) if options.once else None
+    # Kafka is asked on a thread while Redis answers here: the offers consumer is made and
+    # connected, the topics checked through it and, for ``--once``, the end offsets read.
+    kafka_side = _InBackground(_start_kafka, settings, options.once)
     store = Store.connect(settings)  # the one Redis client of this process (not the sinks')
     try:
-        offers_partitions = preflight(settings)
-        recovery_dir = options.recovery_dir or default_recovery_dir(settings)
-        with _exclusive(store, options, recovery_dir) as lease:
-            _run_exclusively(
-                settings, store, options, recovery_dir, offers_partitions, professions, lease, end
-            )
+        started = kafka_side.result()
+        try:
+            offers_partitions = preflight(settings, started.metadata)
+            recovery_dir = options.recovery_dir or default_recovery_dir(settings)
+            with _exclusive(store, options, recovery_dir) as lease:
+                _run_exclusively(
+                    settings,
+                    store,
+                    options,
+                    recovery_dir,
+                    offers_partitions,
+                    professions,
+                    lease,
+                    started,
+                )
+        finally:
+            started.close()
     finally:
         store.client.close()
 
 
-def _capture_end_offsets(settings: Settings) -> Mapping[int, int]:
-    from .kafka_io import end_offsets
+@dataclass
+class _KafkaStart:
+    """What :func:`_start_kafka` prepared: the offers consumer, connected (the source's first
+    reader takes it; None once taken), the cluster's metadata, and the ``--once`` end."""
 
-    return end_offsets(settings)
+    consumer: Consumer | None
+    metadata: ClusterMetadata
+    end: Mapping[int, int] | None
+
+    def take_consumer(self) -> Consumer | None:
+        consumer, self.consumer = self.consumer, None
+        return consumer
+
+    def close(self) -> None:
+        """Close the consumer if nothing took it (e.g. before forking a local cluster: a
+        librdkafka client does not survive a fork)."""
+        if self.consumer is not None:
+            self.take_consumer().close()  # type: ignore[union-attr]
+
+
+def _start_kafka(settings: Settings, once: bool) -> _KafkaStart:
+    """The offers consumer, made and connected while the rest starts: one client for the
+    checks, the end offsets and the source (≈ 0.1 s off the first record)."""
+    from jobpulse.topics import cluster_metadata
+
+    from .kafka_io import end_offsets, offers_consumer
+
+    consumer = offers_consumer(settings, stop_at_end=once)
+    try:
+        metadata = cluster_metadata(settings, client=consumer)
+        end = None
+        if once and settings.offers_topic in metadata.topics:
+            end = end_offsets(settings, consumer=consumer)
+    except BaseException:
+        consumer.close()
+        raise
+    return _KafkaStart(consumer, metadata, end)
 
 
 class _InBackground(Generic[T]):
@@ -248,7 +296,7 @@ def _run_exclusively(
     offers_partitions: list[int],
     professions: dict[int, str],
     lease: RunLease | None,
-    end: Mapping[int, int] | _InBackground[Mapping[int, int]] | None,
+    kafka_side: _KafkaStart,
 ) -> None:
     new_store = ensure_recovery_dir(
         recovery_dir,
@@ -268,7 +316,7 @@ def _run_exclusively(
         options,
         recovery_dir,
         offers_partitions,
-        end.result() if isinstance(end, _InBackground) else end,
+        kafka_side.end,
         professions,
     )
     from . import geocoding
@@ -281,9 +329,10 @@ def _run_exclusively(
     while True:
         try:
             if options.processes > 1 and options.addresses is None:
+                kafka_side.close()
                 _launch_local_cluster(plan, lease)
             else:
-                _run_here(plan, lease)
+                _run_here(plan, lease, kafka_side.take_consumer())
             break
         except OffersTopicGrew as grew:
             if options.addresses is not None or options.launched:
@@ -320,11 +369,12 @@ def _check_options(settings: Settings, options: RunOptions) -> None:
         )
 
 
-def preflight(settings: Settings) -> list[int]:
-    """Kafka and the three topics are there; return the offers partitions."""
+def preflight(settings: Settings, metadata: ClusterMetadata | None = None) -> list[int]:
+    """Kafka and the three topics are there (in ``metadata`` when given, else asked now);
+    return the offers partitions."""
     from jobpulse.topics import project_topics, topic_partitions
 
-    existing = topic_partitions(settings, project_topics(settings))
+    existing = topic_partitions(settings, project_topics(settings), metadata)
     missing = [t for t in project_topics(settings) if t not in existing]
     if missing:
         raise UsageError(
@@ -395,8 +445,9 @@ def claim_prefix(store: Store, recovery_dir: Path, *, recount: bool) -> None:
     )
 
 
-def _run_here(plan: _Plan, lease: RunLease | None) -> None:
-    """The dataflow in this process (with its worker threads), until it ends or stops."""
+def _run_here(plan: _Plan, lease: RunLease | None, consumer: Consumer | None = None) -> None:
+    """The dataflow in this process (with its worker threads), until it ends or stops;
+    ``consumer``: a connected offers consumer for the source (see :func:`_start_kafka`)."""
     settings, options, recovery_dir, partitions, end = (
         plan.settings,
         plan.options,
@@ -415,7 +466,7 @@ def _run_here(plan: _Plan, lease: RunLease | None) -> None:
     _serve_metrics(settings, options)
     flow = build_flow(
         settings,
-        OffersSource(settings, partitions, end_offsets=end),
+        OffersSource(settings, partitions, end_offsets=end, consumer=consumer),
         FlowSinks(
             deltas=ProducerSink(settings, settings.deltas_topic),
             dlq=ProducerSink(settings, settings.dlq_topic, too_large=stand_in),

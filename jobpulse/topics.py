@@ -16,6 +16,7 @@ from jobpulse.kafka import error_code, error_text
 from jobpulse.settings import Settings
 
 if TYPE_CHECKING:
+    from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 CREATED = "created"
@@ -55,12 +56,17 @@ def admin_client(settings: Settings, **extra: Any) -> AdminClient:
     return kafka.admin(settings, required=extra)
 
 
-def cluster_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadata:
-    """Cluster metadata, or :class:`ServiceUnavailable` naming the bootstrap address."""
+def cluster_metadata(
+    settings: Settings, timeout: float = 5.0, *, client: Consumer | None = None
+) -> ClusterMetadata:
+    """Cluster metadata, or :class:`ServiceUnavailable` naming the bootstrap address.
+
+    ``client``: ask through this consumer (which then knows the cluster) instead of the
+    admin client."""
     from confluent_kafka import KafkaException
 
     try:
-        metadata = admin_client(settings).list_topics(timeout=timeout)
+        metadata = (client or admin_client(settings)).list_topics(timeout=timeout)
     except KafkaException as exc:
         raise ServiceUnavailable(
             f"Kafka at {settings.kafka_display} is not reachable ({error_text(exc)}): "
@@ -80,9 +86,12 @@ def kafka_ready(settings: Settings, timeout: float = 2.0) -> bool:
     return True
 
 
-def topic_partitions(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
-    """Partition count of each of ``topics`` that exists (missing topics are left out)."""
-    metadata = cluster_metadata(settings)
+def topic_partitions(
+    settings: Settings, topics: Iterable[str], metadata: ClusterMetadata | None = None
+) -> dict[str, int]:
+    """Partition count of each of ``topics`` that exists (missing topics are left out), from
+    ``metadata`` when given, else asked now."""
+    metadata = metadata or cluster_metadata(settings)
     return {
         name: len(metadata.topics[name].partitions)
         for name in topics
