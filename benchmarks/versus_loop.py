@@ -386,6 +386,7 @@ def report(measurements: list[Measurement]) -> None:
     middle = medians(measurements)
     for contender, m in middle.items():
         print(row("med", contender, m))
+    two_over_one(measurements)
     loop = middle.get(LOOP)
     if loop is None:
         return
@@ -398,6 +399,25 @@ def report(measurements: list[Measurement]) -> None:
                 f"{m['cpu_us'] / loop['cpu_us']:.2f}  "
                 f"{m['tree_rss_mb'] / loop['tree_rss_mb']:.2f}"
             )
+
+
+ONE, TWO = "run 1w", "run 2p"
+
+
+def two_over_one(measurements: list[Measurement]) -> None:
+    """CPU per record of 2 processes over 1 process, round by round (each pair ran back to
+    back, so a slower spell of the shared machine weighs on both) and their median."""
+    per_round = {(m.round, m.contender): m.cpu_us_per_record for m in measurements}
+    ratios = [
+        per_round[(r, TWO)] / per_round[(r, ONE)]
+        for r in sorted({m.round for m in measurements})
+        if (r, ONE) in per_round and (r, TWO) in per_round
+    ]
+    if ratios:
+        print(
+            f"\n{TWO} / {ONE}, CPU µs/record, per round: "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}; median {statistics.median(ratios):.2f}"
+        )
 
 
 def main() -> int:

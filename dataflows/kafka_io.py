@@ -109,6 +109,9 @@ class _WorkerReader:
         self._pending: dict[int, list[Message]] = {}
         #: Messages in ``_pending``.
         self._held = 0
+        #: The partitions asked in this round, and whether it fetched yet.
+        self._asked: set[int] = set()
+        self._fetched = False
         #: The last fetch found nothing at all: the partitions with nothing left may sleep.
         self.idle = False
         self.closed = False
@@ -125,16 +128,23 @@ class _WorkerReader:
 
     def take(self, partition: int) -> list[Message]:
         """The messages of ``partition`` fetched so far, in offset order: its records and its
-        errors (end of partition, …). Fetches without waiting when it has none left; at most
-        ``fetch_records`` messages are held here.
+        errors (end of partition, …).
 
-        librdkafka queues a partition's records in blocks of up to
-        ``max.partition.fetch.bytes`` (1 MB), so a fetch brings a few partitions' blocks,
-        not a little of each: the partitions' event times interleave by blocks, and any skew
-        is well within the windows' retention (see :mod:`.counting`).
+        At most one fetch (without waiting, of up to ``fetch_records`` messages) per round of
+        the worker over its partitions, made by the first partition that finds none left: a
+        round's batch is one fetch's worth, as in a plain consume loop. A round ends when a
+        partition is asked again. librdkafka queues each partition's records in blocks of
+        up to ``max.partition.fetch.bytes`` (1 MB), so a fetch brings a few partitions'
+        blocks, not a little of each: their event times interleave by blocks, well within
+        the windows' retention (see :mod:`.counting`).
         """
+        if partition in self._asked:  # the worker came round again: a new batch
+            self._asked.clear()
+            self._fetched = False
+        self._asked.add(partition)
         pending = self._pending[partition]
-        if not pending and self._held < self._fetch_records:
+        if not pending and not self._fetched:
+            self._fetched = True
             self._fetch(partition)
             pending = self._pending[partition]
         self._pending[partition] = []
