@@ -72,6 +72,19 @@ def test_kafka_client_settings_pass_through() -> None:
     }
 
 
+def test_every_kafka_client_connects_eagerly_unless_the_user_says_otherwise() -> None:
+    from jobpulse import kafka
+
+    # Sparse connections put a ≈ 50 ms connection timer before each client's first answer.
+    config = kafka.client_config(settings_module.load(env={}), tunables={"linger.ms": 20})
+    assert config["enable.sparse.connections"] is False and config["linger.ms"] == 20
+    # A pass-through setting overrides a tunable; a required setting overrides both.
+    user = settings_module.load(env={"JOBPULSE_KAFKA__ENABLE__SPARSE__CONNECTIONS": "true"})
+    assert kafka.client_config(user)["enable.sparse.connections"] == "true"
+    forced = kafka.client_config(user, required={"enable.sparse.connections": False})
+    assert forced["enable.sparse.connections"] is False
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
