@@ -288,7 +288,8 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
     The partitions a worker owns share one consumer (:class:`_WorkerReader`). Bytewax
     builds and drives a worker's partitions on that worker's thread, so the reader is found
     by thread. ``consumer``: one made by :func:`offers_consumer` ahead of time (connected
-    while the dataflow starts), for the first worker.
+    while the dataflow starts), for the first worker. ``on_worker_thread``: called on each
+    worker's thread as it starts, before it builds anything (the runner's thread set-up).
     """
 
     def __init__(
@@ -299,8 +300,10 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
         end_offsets: Mapping[int, int] | None = None,
         fetch_records: int = DEFAULT_FETCH_RECORDS,
         consumer: Consumer | None = None,
+        on_worker_thread: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_worker_thread = on_worker_thread
         self._partitions = partitions
         self._end_offsets = dict(end_offsets) if end_offsets is not None else None
         self._fetch_records = fetch_records
@@ -309,6 +312,9 @@ class OffersSource(FixedPartitionedSource[RawChunk, PartitionPosition]):
         self._ready = [consumer] if consumer is not None else []
 
     def list_parts(self) -> list[str]:
+        # Bytewax asks every worker, on its thread, before it builds the other steps.
+        if self._on_worker_thread is not None:
+            self._on_worker_thread()
         return [f"{self._settings.offers_topic}#{p}" for p in self._partitions]
 
     def build_part(

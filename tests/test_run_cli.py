@@ -208,3 +208,34 @@ def test_interrupt_chains_are_walked_structurally() -> None:
     looped.__cause__ = RuntimeError("back")
     looped.__cause__.__cause__ = looped
     assert not _caused_by_interrupt(looped)
+
+
+def test_the_polling_thread_relaxes_its_timers_only_once_the_workers_run() -> None:
+    from jobpulse import processes
+    from jobpulse.dataflows.runner import POLLER_TIMER_SLACK_NS, RunOptions, _LazyPoller
+
+    before = processes.timer_slack()
+    assert before is not None and before != POLLER_TIMER_SLACK_NS
+    poller = _LazyPoller(RunOptions(workers=2))  # cluster mode: Bytewax's calling thread polls
+    seen_by_worker: list[int | None] = []
+
+    def worker() -> None:
+        poller.workers_run()
+        poller.workers_run()  # once is enough: the second is not sent
+        seen_by_worker.append(processes.timer_slack())
+
+    with poller.around_bytewax():
+        assert processes.timer_slack() == before  # the threads started now inherit this
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        time.sleep(0.05)  # the signal's handler runs here, on the calling (main) thread
+        assert processes.timer_slack() == POLLER_TIMER_SLACK_NS
+    assert seen_by_worker == [before]
+    assert processes.timer_slack() == before
+
+    single = _LazyPoller(RunOptions())  # one worker, one process: nothing polls
+    with single.around_bytewax():
+        single.workers_run()
+        time.sleep(0.05)
+        assert processes.timer_slack() == before

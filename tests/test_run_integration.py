@@ -30,6 +30,7 @@ from scenario import (
 
 from jobpulse.cli.verify import read_deltas
 from jobpulse.dataflows.dlq import OFFSET, PARTITION, REASON, TOPIC, header_map
+from jobpulse.dataflows.runner import POLLER_TIMER_SLACK_NS
 from jobpulse.delta import Cell, fold
 from jobpulse.settings import Settings
 from jobpulse.store import Store, totals
@@ -283,6 +284,13 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes_at_the_end(
             assert process.poll() is None
             assert time.monotonic() < deadline, "the running dataflow did not catch up"
             time.sleep(0.05)
+        # Each cluster process's calling thread polls Bytewax lazily once the workers run
+        # (it is the process's main thread, whose timer slack /proc shows).
+        members = psutil.Process(process.pid).children()
+        assert len(members) == (2 if processes == "2" else 0)
+        for member in members:
+            slack = int(Path(f"/proc/{member.pid}/timerslack_ns").read_text())
+            assert slack == POLLER_TIMER_SLACK_NS
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
