@@ -332,3 +332,29 @@ def test_offer_rows_folded_newest_first_give_the_counts() -> None:
     assert open_counts == expected(steps).counts == out.final_cells()
     deletes = [row for _, row in decoded if row.op == "delete"]
     assert deletes and all(row.category is None and row.continent is None for row in deletes)
+
+
+def test_a_chunk_crossing_processes_pickles_its_records_once() -> None:
+    """Bytewax pickles an exchanged item twice (to size it, then to send it)."""
+    import pickle
+
+    from jobpulse.dataflows.items import UPSERT, EnrichedChunk
+
+    cell = Cell("Tech", "Europe")
+    chunk = EnrichedChunk(7, [(3, 10, 1_000, 1_000, "a", UPSERT, cell, 2**100 + 1)] * 3)
+    pickled_records = []
+    real_dumps = pickle.dumps
+
+    def counting_dumps(obj: object, *args: object, **kwargs: object) -> bytes:
+        if isinstance(obj, list):
+            pickled_records.append(obj)
+        return real_dumps(obj, *args, **kwargs)
+
+    pickle.dumps = counting_dumps  # type: ignore[assignment]
+    try:
+        first, second = pickle.dumps(("7", chunk)), pickle.dumps(("7", chunk))
+    finally:
+        pickle.dumps = real_dumps
+    assert first == second and len(pickled_records) == 1
+    key, arrived = pickle.loads(second)
+    assert key == "7" and arrived == chunk and arrived.records[0][6] == cell
