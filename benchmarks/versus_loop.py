@@ -4,8 +4,9 @@
 
 Produces ``--offers`` synthetic offers once (``jobpulse produce --synthetic --count N --seed 7``)
 to a fresh offers topic of ``--partitions`` partitions, then runs ``--rounds`` interleaved
-rounds of three contenders, each in a subprocess with its own Redis prefix, deltas and DLQ
-topics, consumer group and state dir (so a new recovery store):
+rounds of three contenders (each round starting one contender later), each in a subprocess
+with its own Redis prefix, deltas and DLQ topics, consumer group and state dir (so a new
+recovery store):
 
 - ``loop``:   ``python -m benchmarks._plain_loop`` (one plain confluent-kafka loop);
 - ``run 1w``: ``jobpulse run --once --workers 1``;
@@ -436,6 +437,14 @@ def main() -> int:
             bench.clean_up()
 
 
+def rotated(contenders: list[str], by: int) -> list[str]:
+    """The order of one round: each round starts one contender later, so none always runs
+    right after the same other one (the broker and the page cache are still busy with what
+    the previous run wrote). Round 1 starts with the loop, the reference."""
+    by %= len(contenders)
+    return contenders[by:] + contenders[:by]
+
+
 def compare(bench: Bench, offers: int, rounds: int, seed: int) -> int:
     settings = bench.offers
     topics.ensure_topics(settings, [settings.offers_topic])
@@ -446,7 +455,7 @@ def compare(bench: Bench, offers: int, rounds: int, seed: int) -> int:
     reference: Outcome | None = None
     failed = False
     for round_ in range(1, rounds + 1):
-        for contender in CONTENDERS:
+        for contender in rotated(list(CONTENDERS), round_ - 1):
             done = one_run(bench, round_, contender, records)
             if done is None:
                 failed = True
