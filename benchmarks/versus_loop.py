@@ -24,8 +24,11 @@ Measured per run:
 - *peak memory*: the tree's, the largest sum of PSS (proportional set size: a page shared by
   n processes counts 1/n in each, so a local cluster's forks, which share what the launcher
   loaded, are not counted twice) over the process and its descendants, sampled with psutil
-  every 50 ms (a shorter peak can be missed); and ``ru_maxrss`` from
-  ``os.wait4``, the largest single process of the tree (exact).
+  every 50 ms (a shorter peak can be missed), in one extra *memory round* after the timed
+  ones: reading a process's PSS walks its page tables under its memory-map lock, which
+  slowed the processes it sampled (three for ``run 2p``, one for the others: ``run 2p`` /
+  ``run 1w`` CPU per record 1.22 sampled against 1.09 not); and ``ru_maxrss`` from
+  ``os.wait4``, the largest single process of the tree (exact, free), in every round.
 
 After each run its result is compared with the first loop run's: the Redis breakdown (open
 offers per category × continent), the opened/closed windows, the partition counters summed
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import statistics
@@ -89,6 +93,8 @@ class Measurement:
     cpu_s: float
     tree_rss_mb: float
     max_rss_mb: float
+    #: The extra round that samples memory (its times are not counted).
+    memory_round: bool = False
 
     @property
     def e2e_rate(self) -> float:
@@ -248,8 +254,11 @@ class Finished:
     stderr: str
 
 
-def run_measured(command: list[str], env: dict[str, str], logs: Path) -> Finished:
-    """Run ``command``, timing it from start to exit; reap it with ``os.wait4``."""
+def run_measured(
+    command: list[str], env: dict[str, str], logs: Path, *, sample_memory: bool
+) -> Finished:
+    """Run ``command``, timing it from start to exit; reap it with ``os.wait4``;
+    ``sample_memory``: sample the tree's PSS meanwhile (else it is NaN)."""
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / "stdout", logs / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
@@ -257,7 +266,7 @@ def run_measured(command: list[str], env: dict[str, str], logs: Path) -> Finishe
         child = subprocess.Popen(
             command, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
         )
-        rss = TreeRss(child.pid)
+        rss = TreeRss(child.pid) if sample_memory else None
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.monotonic() - began
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
@@ -266,7 +275,7 @@ def run_measured(command: list[str], env: dict[str, str], logs: Path) -> Finishe
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
         max_rss_mb=usage.ru_maxrss / 1024,
-        tree_rss_mb=rss.stop(),
+        tree_rss_mb=rss.stop() if rss is not None else math.nan,
         stdout=out.read_text(errors="replace"),
         stderr=err.read_text(errors="replace"),
     )
@@ -305,9 +314,10 @@ def outcome_of(settings: Settings) -> Outcome:
 
 
 def one_run(
-    bench: Bench, round_: int, contender: str, records: int
+    bench: Bench, round_: int, contender: str, records: int, *, memory: bool = False
 ) -> tuple[Measurement, Outcome] | None:
-    """Run one contender once; None (after saying why) if it failed."""
+    """Run one contender once (``memory``: the memory round, PSS sampled); None (after
+    saying why) if it failed."""
     settings = bench.run_settings(round_, contender)
     group = f"{settings.redis_prefix}.loop"
     if contender == LOOP:
@@ -316,6 +326,7 @@ def one_run(
         command_for(contender, settings, group),
         child_env(settings),
         bench.workdir / "logs" / f"r{round_}-{contender.replace(' ', '-')}",
+        sample_memory=memory,
     )
     if finished.status != 0:
         tail = "\n    ".join(finished.stderr.strip().splitlines()[-5:])
@@ -330,6 +341,7 @@ def one_run(
         cpu_s=finished.cpu_s,
         tree_rss_mb=finished.tree_rss_mb,
         max_rss_mb=finished.max_rss_mb,
+        memory_round=memory,
     )
     if contender == LOOP:
         print(f"round {round_} loop's own line: {finished.stdout.strip().splitlines()[-1]}")
@@ -352,8 +364,12 @@ def row(label: str, contender: str, m: dict[str, float]) -> str:
     return (
         f"{label:>5} {contender:<8} {m['wall_s']:>6.2f} {m['e2e_rate']:>10,.0f} "
         f"{m['inproc_s']:>9.2f} {m['inproc_rate']:>13,.0f} {m['cpu_s']:>6.2f} "
-        f"{m['cpu_us']:>10.1f} {m['tree_rss_mb']:>11.0f} {m['max_rss_mb']:>11.0f}"
+        f"{m['cpu_us']:>10.1f} {_mb(m['tree_rss_mb']):>11} {m['max_rss_mb']:>11.0f}"
     )
+
+
+def _mb(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.0f}"
 
 
 def figures(m: Measurement) -> dict[str, float]:
@@ -379,14 +395,19 @@ def medians(measurements: list[Measurement]) -> dict[str, dict[str, float]]:
     return result
 
 
-def report(measurements: list[Measurement]) -> None:
+def report(all_runs: list[Measurement]) -> None:
+    measurements = [m for m in all_runs if not m.memory_round]
     print()
     print(HEADER)
-    for m in sorted(measurements, key=lambda m: (m.round, list(CONTENDERS).index(m.contender))):
-        print(row(str(m.round), m.contender, figures(m)))
+    for m in sorted(all_runs, key=lambda m: (m.round, list(CONTENDERS).index(m.contender))):
+        print(row("mem" if m.memory_round else str(m.round), m.contender, figures(m)))
     middle = medians(measurements)
+    for m in all_runs:  # the medians' memory: the memory round's
+        if m.memory_round and m.contender in middle:
+            middle[m.contender]["tree_rss_mb"] = m.tree_rss_mb
     for contender, m in middle.items():
         print(row("med", contender, m))
+    print("(mem: the memory round, PSS sampled every 50 ms; its times are not in the medians)")
     two_over_one(measurements)
     loop = middle.get(LOOP)
     if loop is None:
@@ -454,28 +475,33 @@ def compare(bench: Bench, offers: int, rounds: int, seed: int) -> int:
     measurements: list[Measurement] = []
     reference: Outcome | None = None
     failed = False
-    for round_ in range(1, rounds + 1):
-        for contender in rotated(list(CONTENDERS), round_ - 1):
-            done = one_run(bench, round_, contender, records)
-            if done is None:
-                failed = True
-                continue
-            measurement, outcome = done
-            measurements.append(measurement)
-            if reference is None and contender == LOOP:
-                reference = outcome
-            differences = [] if reference is None else outcome.differences(reference)
-            if outcome.counters.records != records:
-                differences.append(f"{outcome.counters.records} records read, {records} exist")
-            for difference in differences:
-                print(f"MISMATCH round {round_} {contender}: {difference}")
-            failed = failed or bool(differences)
-            print(
-                f"round {round_} {contender}: {measurement.wall_s:.1f}s end to end, "
-                f"{measurement.inproc_rate:,.0f} records/s in process, "
-                f"{'same result as the loop' if not differences else 'DIFFERENT RESULT'}",
-                flush=True,
-            )
+    # The timed rounds, then the memory round (numbered after them).
+    plan = [
+        (round_, contender, False)
+        for round_ in range(1, rounds + 1)
+        for contender in rotated(list(CONTENDERS), round_ - 1)
+    ] + [(rounds + 1, contender, True) for contender in CONTENDERS]
+    for round_, contender, memory in plan:
+        done = one_run(bench, round_, contender, records, memory=memory)
+        if done is None:
+            failed = True
+            continue
+        measurement, outcome = done
+        measurements.append(measurement)
+        if reference is None and contender == LOOP:
+            reference = outcome
+        differences = [] if reference is None else outcome.differences(reference)
+        if outcome.counters.records != records:
+            differences.append(f"{outcome.counters.records} records read, {records} exist")
+        for difference in differences:
+            print(f"MISMATCH round {round_} {contender}: {difference}")
+        failed = failed or bool(differences)
+        print(
+            f"round {round_} {contender}: {measurement.wall_s:.1f}s end to end, "
+            f"{measurement.inproc_rate:,.0f} records/s in process, "
+            f"{'same result as the loop' if not differences else 'DIFFERENT RESULT'}",
+            flush=True,
+        )
     report(measurements)
     if reference is not None:
         print(
