@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -350,23 +350,14 @@ CAPTURED_END: list[dict[int, int]] = []
 
 
 def end_offsets(
-    settings: Settings, timeout: float = 10.0, *, consumer: Consumer | None = None
+    consumer: Consumer, topic: str, partitions: Iterable[int], timeout: float = 10.0
 ) -> dict[int, int]:
-    """The high watermark of every offers partition, now (what ``--once`` reads up to);
-    asked through ``consumer`` when given (left open), else a consumer of its own."""
-    asking = consumer or offers_consumer(settings, stop_at_end=False)
-    try:
-        metadata = asking.list_topics(settings.offers_topic, timeout=timeout)
-        partitions = sorted(metadata.topics[settings.offers_topic].partitions)
-        captured = {
-            p: asking.get_watermark_offsets(
-                TopicPartition(settings.offers_topic, p), timeout=timeout
-            )[1]
-            for p in partitions
-        }
-    finally:
-        if consumer is None:
-            asking.close()
+    """The high watermark of each of ``partitions`` of the offers ``topic`` now (what
+    ``--once`` reads up to), asked through ``consumer``."""
+    captured = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+        for p in sorted(partitions)
+    }
     CAPTURED_END[:] = [captured]
     return captured
 

@@ -220,8 +220,9 @@ class _KafkaStart:
     def close(self) -> None:
         """Close the consumer if nothing took it (e.g. before forking a local cluster: a
         librdkafka client does not survive a fork)."""
-        if self.consumer is not None:
-            self.take_consumer().close()  # type: ignore[union-attr]
+        consumer = self.take_consumer()
+        if consumer is not None:
+            consumer.close()
 
 
 def _start_kafka(settings: Settings, once: bool) -> _KafkaStart:
@@ -234,9 +235,10 @@ def _start_kafka(settings: Settings, once: bool) -> _KafkaStart:
     consumer = offers_consumer(settings, stop_at_end=once)
     try:
         metadata = cluster_metadata(settings, client=consumer)
+        offers = metadata.topics.get(settings.offers_topic)
         end = None
-        if once and settings.offers_topic in metadata.topics:
-            end = end_offsets(settings, consumer=consumer)
+        if once and offers is not None:  # (a missing topic: preflight says so)
+            end = end_offsets(consumer, settings.offers_topic, offers.partitions)
     except BaseException:
         consumer.close()
         raise
@@ -527,7 +529,7 @@ def _run_here(plan: _Plan, lease: RunLease | None, consumer: Consumer | None = N
         raise OffersTopicGrew(settings.offers_topic, len(partitions), watch.grew_to)
 
 
-#: How late the thread that calls Bytewax's cluster mode may wake (see :func:`_lazy_poller`).
+#: How late the thread that calls Bytewax's cluster mode may wake (see :class:`_LazyPoller`).
 POLLER_TIMER_SLACK_NS = 20_000_000
 #: Sent by the first worker thread to the main thread: the workers run, poll lazily now.
 _WORKERS_RUN = signal.SIGRTMIN + 7
@@ -557,25 +559,27 @@ class _LazyPoller:
     """
 
     def __init__(self, options: RunOptions) -> None:
-        self._active = (
-            _polls(options)
-            and threading.current_thread() is threading.main_thread()
-            and processes.timer_slack() is not None
+        #: The calling thread's timer slack, restored after Bytewax returns; None: not
+        #: in cluster mode, not the main thread (only it gets signals) or not Linux.
+        self._before = (
+            processes.timer_slack()
+            if _polls(options) and threading.current_thread() is threading.main_thread()
+            else None
         )
         self._sent = threading.Event()
 
     def workers_run(self) -> None:
         """On a worker thread: tell the calling thread (once) that the workers run."""
-        if self._active and not self._sent.is_set():
+        if self._before is not None and not self._sent.is_set():
             self._sent.set()
             signal.pthread_kill(threading.main_thread().ident or 0, _WORKERS_RUN)
 
     @contextlib.contextmanager
     def around_bytewax(self) -> Iterator[None]:
-        if not self._active:
+        before = self._before
+        if before is None:
             yield
             return
-        before = processes.timer_slack() or processes.PRECISE_TIMERS_NS
         previous = signal.signal(
             _WORKERS_RUN, lambda _signum, _frame: processes.set_timer_slack(POLLER_TIMER_SLACK_NS)
         )

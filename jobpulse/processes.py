@@ -278,41 +278,38 @@ def locked(lock_file: Path) -> Iterator[None]:
 _PR_SET_PDEATHSIG = 1
 
 
+def _prctl(option: int, value: int = 0) -> int | None:
+    """Linux's ``prctl(option, value)`` for the calling thread: its result, or None where
+    there is no such call (another system) or it failed."""
+    import ctypes
+
+    try:
+        result = int(ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value, 0, 0, 0))
+    except (OSError, AttributeError):
+        return None
+    return result if result >= 0 else None
+
+
 def die_with_parent(signum: int = signal.SIGTERM) -> None:
     """In a child before exec (``preexec_fn``): get ``signum`` when the parent dies, however
     it dies (``kill -9``, a broken pipe, a crash). Linux only; a no-op elsewhere."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+    _prctl(_PR_SET_PDEATHSIG, signum)
 
 
 _PR_SET_TIMERSLACK = 29
 _PR_GET_TIMERSLACK = 30
 
-#: Linux's timer slack of a normal thread (50 µs).
-PRECISE_TIMERS_NS = 50_000
-
 
 def timer_slack() -> int | None:
     """The calling thread's timer slack in ns (None where Linux's prctl is not there)."""
-    import ctypes
-
-    try:
-        found = ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
-    except (OSError, AttributeError):
-        return None
-    return int(found) if found >= 0 else None
+    return _prctl(_PR_GET_TIMERSLACK)
 
 
 def set_timer_slack(nanoseconds: int) -> None:
     """How late the calling thread's timed waits (sleeps, poll timeouts) may wake, so the
     kernel can batch its wake-ups (Linux ``PR_SET_TIMERSLACK``). Threads it starts inherit
     the value. A no-op elsewhere."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0)
+    _prctl(_PR_SET_TIMERSLACK, nanoseconds)
 
 
 def spawn_jobpulse(
