@@ -39,7 +39,9 @@ from jobpulse.topic_reader import read_to_end
 pytestmark = pytest.mark.integration
 
 
-def produce(settings: Settings, steps: list[Step]) -> None:
+def produce(settings: Settings, steps: list[Step], flush_s: float = 30) -> None:
+    """Every step to the offers topic, waiting for room when the client's queue is full;
+    every delivery checked."""
     failures: list[str] = []
 
     def delivered(error: object, _message: object) -> None:
@@ -50,10 +52,15 @@ def produce(settings: Settings, steps: list[Step]) -> None:
         settings.kafka_client_config(**{"enable.idempotence": True, "linger.ms": 5})
     )
     for i, step in enumerate(steps):
-        producer.produce(settings.offers_topic, step.value, step.key, on_delivery=delivered)
+        while True:
+            try:
+                producer.produce(settings.offers_topic, step.value, step.key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
         if i % 10_000 == 0:
             producer.poll(0)
-    assert producer.flush(30) == 0
+    assert producer.flush(flush_s) == 0
     assert failures == []
 
 
@@ -172,6 +179,21 @@ def start_run(settings: Settings, *args: str) -> subprocess.Popen[str]:
     return spawn_cli(settings, "run", *args, stdout=subprocess.DEVNULL)
 
 
+def kill_9_once_counted(settings: Settings, records: int, *run_args: str) -> int:
+    """Start ``run --once *run_args``; ``kill -9`` it once Redis counts ``records``; return
+    the records counted at the kill."""
+    store = Store.connect(settings)
+    process = start_run(settings, "--once", *run_args)
+    deadline = time.monotonic() + 120
+    while totals(store.partitions().values()).records < records:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "the dataflow made no progress"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return totals(store.partitions().values()).records
+
+
 @pytest.mark.partitions(6)
 @pytest.mark.parametrize(
     ("first", "resume"),
@@ -192,15 +214,7 @@ def test_kill_9_and_resume_equals_a_from_scratch_recount(
 
     rng = random.Random()
     kill_after = int(count * rng.uniform(0.15, 0.6))
-    process = start_run(settings, "--once", "--snapshot-interval", "0.5", *first)
-    deadline = time.monotonic() + 120
-    while totals(store.partitions().values()).records < kill_after:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "the dataflow made no progress"
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    at_kill = totals(store.partitions().values()).records
+    at_kill = kill_9_once_counted(settings, kill_after, "--snapshot-interval", "0.5", *first)
     assert at_kill < count, "the dataflow finished before the kill: nothing was tested"
 
     resumed = cli(settings, "run", "--once", *resume, timeout=300)
