@@ -14,15 +14,21 @@ stores, per cell, the continent that is *provably* the answer for every point in
 - for any point ``p`` of the cell, its nearest place ``n`` is no farther from ``p`` than the
   place nearest to ``c``: ``|p - n| ≤ r + d0``, hence ``|c - n| ≤ 2r + d0``;
 - so when exactly one continent has ``d_C ≤ d0 + 2r``, every point of the cell — boundary
-  and ties included — answers that continent. Otherwise the cell is *uncertain* and its
-  points are looked up in the tree, like before.
+  and ties included — answers that continent. Otherwise the cell is *uncertain*.
+
+An uncertain cell keeps its **candidates**: every place within ``d0 + 2r`` of its centre, the
+only places that can be nearest to a point of the cell (≈ 5 per cell). Its points are
+answered by comparing their distances to those few places, computed as the tree computes
+them; a point whose nearest candidates of different continents are tied (within 10⁻⁹,
+relative) is left to the tree itself, which decides ties its own way. So a run needs neither
+scipy nor the tree unless such a tie comes (≈ 0.35 s of import and build saved per process).
 
 The grid is built in two levels (1° cells, then 0.1° inside the uncertain ones; ≈ 2 s) and
-cached on disk with the places' arrays (:mod:`jobpulse.cache`), keyed by the library's
-module and data file and the continent table, so a process starts by reading ≈ 11 MB instead of
-parsing the cities CSV. About 0.6 % of uniformly random points and 0.06 % of points near
-cities fall into uncertain cells; ``tests/test_geocoding.py`` compares the answers with the
-tree's on a million random points and the border cases.
+cached on disk with the places' arrays and the candidates (:mod:`jobpulse.cache`), keyed by
+the library's module and data file and the continent table, so a process starts by reading
+≈ 12 MB instead of parsing the cities CSV. About 0.6 % of uniformly random points and 0.06 %
+of points near cities fall into uncertain cells; ``tests/test_geocoding.py`` compares the
+answers with the tree's on a million random points and the border cases.
 """
 
 from __future__ import annotations
@@ -55,9 +61,12 @@ FINE_DEG = 0.1
 _SPLIT = round(COARSE_DEG / FINE_DEG)
 _ROWS, _COLS = round(180 / FINE_DEG), round(360 / FINE_DEG)
 #: Bumped whenever the way the grid is computed changes (part of the cache key).
-GRID_VERSION = 2
+GRID_VERSION = 3
 #: Slack for floating-point rounding in cell bounds and distances (degrees).
 _EPSILON = 1e-9
+#: Candidates of different continents this close (relative, squared distances) are a tie
+#: the tree decides: it also absorbs any last-bit difference in how distances are summed.
+_TIE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,24 @@ def _centres(lat0: np.ndarray, lon0: np.ndarray, side: float, per_side: int) -> 
     return np.column_stack([lat.ravel(), lon.ravel()])
 
 
-def build_grid(places: Places) -> np.ndarray:
-    """The 0.1° grid (rows from −90°, columns from −180°) of provable answer codes."""
+@dataclass(frozen=True)
+class Lookup:
+    """What answers a point without the tree: the grid and the uncertain cells' candidates.
+
+    ``grid``: the 0.1° grid (rows from −90°, columns from −180°) of provable answer codes or
+    :data:`UNCERTAIN`; ``cells``: the uncertain cells' flat indices (row × columns + column),
+    sorted; the candidates of ``cells[i]`` are ``candidates[starts[i]:starts[i + 1]]``
+    (indices into the places).
+    """
+
+    grid: np.ndarray
+    cells: np.ndarray
+    starts: np.ndarray
+    candidates: np.ndarray
+
+
+def build_lookup(places: Places) -> Lookup:
+    """The grid of provable answer codes and, for its uncertain cells, their candidates."""
     from scipy.spatial import cKDTree
 
     codes = places.continent_codes()
@@ -134,7 +159,26 @@ def build_grid(places: Places) -> np.ndarray:
     fine = _cell_codes(trees, fine_centres, FINE_DEG / 2).reshape(-1, _SPLIT, _SPLIT)
     for block, (row, col) in enumerate(zip(block_rows, block_cols, strict=True)):
         grid[row * _SPLIT : (row + 1) * _SPLIT, col * _SPLIT : (col + 1) * _SPLIT] = fine[block]
-    return grid
+    # Candidates: every place within d0 + 2r of an uncertain cell's centre (module doc).
+    cells = np.flatnonzero(grid == UNCERTAIN)
+    centres = np.column_stack(
+        [-90.0 + (cells // _COLS + 0.5) * FINE_DEG, -180.0 + (cells % _COLS + 0.5) * FINE_DEG]
+    )
+    tree = cKDTree(places.coordinates)
+    nearest, _ = tree.query(centres, k=1, workers=-1)
+    reach = FINE_DEG / 2 * np.sqrt(2.0) + _EPSILON
+    within = tree.query_ball_point(centres, nearest + 2 * reach + _EPSILON, workers=-1)
+    counts = np.array([len(found) for found in within], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    candidates = np.fromiter(
+        (index for found in within for index in sorted(found)), np.int32, int(starts[-1])
+    )
+    return Lookup(grid, cells.astype(np.int64), starts, candidates)
+
+
+def build_grid(places: Places) -> np.ndarray:
+    """The 0.1° grid (rows from −90°, columns from −180°) of provable answer codes."""
+    return build_lookup(places).grid
 
 
 def _library_files() -> tuple[Path, Path]:
@@ -166,94 +210,120 @@ def cache_path() -> Path:
     return cache_root() / "geocoder" / f"places-grid-{key}.npz"
 
 
-def _load_or_build() -> tuple[Places, np.ndarray, np.ndarray]:
-    """The places, their answer codes and the grid: from the cache, else built and cached."""
+def _load_or_build() -> tuple[Places, np.ndarray, Lookup]:
+    """The places, their answer codes and the lookup: from the cache, else built and cached."""
     path = cache_path()
     try:
         with np.load(path) as cached:
             places = Places(cached["coordinates"], cached["countries"])
-            return places, cached["codes"], cached["grid"]
+            lookup = Lookup(cached["grid"], cached["cells"], cached["starts"], cached["candidates"])
+            return places, cached["codes"], lookup
     except (OSError, KeyError, ValueError):
         pass  # not built yet, or unreadable: build it
     places = Places.from_library()
     codes = places.continent_codes()
-    grid = build_grid(places)
+    lookup = build_lookup(places)
     buffer = io.BytesIO()
-    # Uncompressed (≈ 11 MB): read in milliseconds, where inflating took a few hundred.
+    # Uncompressed (≈ 12 MB): read in milliseconds, where inflating took a few hundred.
     np.savez(
-        buffer, coordinates=places.coordinates, countries=places.countries, codes=codes, grid=grid
+        buffer,
+        coordinates=places.coordinates,
+        countries=places.countries,
+        codes=codes,
+        grid=lookup.grid,
+        cells=lookup.cells,
+        starts=lookup.starts,
+        candidates=lookup.candidates,
     )
     try:
         write_atomically(path, buffer.getvalue())
     except OSError as exc:  # a read-only home: still exact, just built on every start
         log.warning("geocoder cache not written (%s); it is rebuilt on every start", exc)
-    return places, codes, grid
-
-
-#: The thread :func:`warm_up` builds the tree on (a local cluster's launcher waits for it
-#: before it forks).
-TREE_THREAD = "geocoder-tree"
+    return places, codes, lookup
 
 
 class Geocoder:
-    """The grid and, for uncertain cells only, the k-d tree (each built once per process)."""
+    """The grid, the uncertain cells' candidates and, for ties only, the k-d tree (each
+    loaded or built once per process)."""
 
     _lock = threading.Lock()
     _places: Places | None = None
-    _grid: np.ndarray | None = None
+    _lookup: Lookup | None = None
     _tree: Any = None
     _codes: np.ndarray | None = None
 
     @classmethod
-    def _load(cls) -> None:
+    def _load(cls) -> Lookup:
         with cls._lock:
-            if cls._grid is None:
-                cls._places, cls._codes, cls._grid = _load_or_build()
+            if cls._lookup is None:
+                cls._places, cls._codes, cls._lookup = _load_or_build()
+            return cls._lookup
 
     @classmethod
-    def build_tree(cls) -> None:
-        """Build the k-d tree (scipy's import and the build: ≈ 0.3 s), once."""
-        if cls._grid is None:
-            cls._load()
+    def _nearest_places(cls, points: np.ndarray) -> np.ndarray:
+        """Index of the nearest place of each point: the library's query on the same data
+        (the tree is built on first use: scipy's import and the build, ≈ 0.35 s)."""
+        cls._load()
         with cls._lock:
             if cls._tree is None:
                 from scipy.spatial import cKDTree
 
                 assert cls._places is not None
                 cls._tree = cKDTree(cls._places.coordinates)
-
-    @classmethod
-    def _nearest_places(cls, points: np.ndarray) -> np.ndarray:
-        """Index of the nearest place of each point: the library's query on the same data."""
-        if cls._tree is None:
-            cls.build_tree()  # or wait for warm_up's thread to finish it
         _, indices = cls._tree.query(points, k=1)
         return indices
 
     @classmethod
     def continent_codes(cls, coordinates: Sequence[tuple[float, float]]) -> np.ndarray:
-        """The answer code of each (latitude, longitude): the grid, else the tree."""
-        if cls._grid is None:
-            cls._load()
-        assert cls._grid is not None and cls._codes is not None
+        """The answer code of each (latitude, longitude): the grid, else the candidates,
+        else (a tie) the tree."""
+        lookup = cls._lookup or cls._load()
         points = np.asarray(coordinates, dtype=np.float64).reshape(-1, 2)
         # Latitude ∈ [-90, 90] and longitude ∈ [-180, 180] (the offer contract): the last row
         # and column are closed on both sides.
         rows = np.minimum(((points[:, 0] + 90.0) / FINE_DEG).astype(np.intp), _ROWS - 1)
         cols = np.minimum(((points[:, 1] + 180.0) / FINE_DEG).astype(np.intp), _COLS - 1)
-        codes = cls._grid[rows, cols]
+        codes = lookup.grid[rows, cols]
         uncertain = np.flatnonzero(codes == UNCERTAIN)
         if uncertain.size:
-            codes[uncertain] = cls._codes[cls._nearest_places(points[uncertain])]
+            cells = rows[uncertain] * _COLS + cols[uncertain]
+            codes[uncertain] = cls._nearest_candidates(lookup, cells, points[uncertain])
+            tied = uncertain[codes[uncertain] == UNCERTAIN]
+            if tied.size:
+                assert cls._codes is not None
+                codes[tied] = cls._codes[cls._nearest_places(points[tied])]
         return codes
+
+    @classmethod
+    def _nearest_candidates(
+        cls, lookup: Lookup, cells: np.ndarray, points: np.ndarray
+    ) -> np.ndarray:
+        """The answer code of each point of an uncertain cell from its cell's candidates,
+        all points at once; :data:`UNCERTAIN` where candidates of two continents tie."""
+        assert cls._places is not None and cls._codes is not None
+        slots = np.searchsorted(lookup.cells, cells)
+        starts = lookup.starts[slots]
+        counts = lookup.starts[slots + 1] - starts  # ≥ 1: the centre's nearest place
+        owner = np.repeat(np.arange(len(points)), counts)
+        first = np.cumsum(counts) - counts  # each point's first pair
+        pairs = np.arange(int(counts.sum())) - np.repeat(first - starts, counts)
+        places = lookup.candidates[pairs]
+        # The tree's own sum for two dimensions: (lat − lat')² + (lon − lon')².
+        offsets = cls._places.coordinates[places] - points[owner]
+        squared = offsets[:, 0] * offsets[:, 0] + offsets[:, 1] * offsets[:, 1]
+        best = np.minimum.reduceat(squared, first)
+        close = squared <= best[owner] * (1.0 + _TIE)
+        place_codes = cls._codes[places]
+        low = np.minimum.reduceat(np.where(close, place_codes, UNCERTAIN), first)
+        high = np.maximum.reduceat(np.where(close, place_codes, 0), first)
+        return np.where(low == high, low, UNCERTAIN).astype(np.uint8)
 
     @classmethod
     def countries(cls, coordinates: Sequence[tuple[float, float]]) -> list[str]:
         """The country code of the nearest populated place for each (latitude, longitude)."""
         if not coordinates:
             return []
-        if cls._grid is None:
-            cls._load()
+        cls._load()
         assert cls._places is not None
         indices = cls._nearest_places(np.asarray(coordinates, dtype=np.float64).reshape(-1, 2))
         return cls._places.countries[indices].tolist()
@@ -268,7 +338,6 @@ def continents(coordinates: Sequence[tuple[float, float]]) -> list[str]:
 
 
 def warm_up() -> None:
-    """Load (or build and cache) the grid now instead of on the first batch, and build the
-    tree for uncertain cells in the background while the dataflow connects to Kafka."""
+    """Load (or build and cache) the grid and the candidates now instead of on the first
+    batch."""
     Geocoder.continent_codes([(0.0, 0.0)])
-    threading.Thread(target=Geocoder.build_tree, name=TREE_THREAD, daemon=True).start()

@@ -718,15 +718,15 @@ def _wait_until_listening(port: int, child: processes.ForkedChild, limit_s: floa
 
 
 def _ready_to_fork() -> None:
-    """Finish the start-up threads (the dataflow's imports, the geocoder's tree) so that the
-    forks get their results, not a half-done copy; then freeze what was loaded, which the
-    forks share with this process page for page."""
+    """Finish the start-up thread (the dataflow's imports) so that the forks get its
+    results, not a half-done copy; then freeze what was loaded, which the forks share with
+    this process page for page."""
     from . import geocoding
 
     for thread in threading.enumerate():
-        if thread.name in (_IMPORT_THREAD, geocoding.TREE_THREAD):
+        if thread.name == _IMPORT_THREAD:
             thread.join()
-    geocoding.Geocoder.build_tree()  # done by the thread above unless warm_up was skipped
+    geocoding.warm_up()  # done already unless the caller skipped it
     _freeze_startup_objects()
 
 

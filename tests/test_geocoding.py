@@ -14,7 +14,7 @@ from jobpulse.dataflows.geocoding import (
     UNCERTAIN,
     Geocoder,
     Places,
-    build_grid,
+    build_lookup,
     cache_path,
     continents,
 )
@@ -136,7 +136,28 @@ def _tree_codes(points: np.ndarray) -> np.ndarray:
     return np.array([ANSWERS.index(continent_of(cc)) for cc in countries], dtype=np.uint8)
 
 
-def test_a_million_random_points_get_the_trees_answer() -> None:
+class _TreeQueries:
+    """Counts the points the geocoder leaves to the tree."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.points = 0
+        query = Geocoder._nearest_places.__func__  # type: ignore[attr-defined]
+
+        def counted(cls: type[Geocoder], points: np.ndarray) -> np.ndarray:
+            self.points += len(points)
+            return query(cls, points)
+
+        monkeypatch.setattr(Geocoder, "_nearest_places", classmethod(counted))
+
+
+def _uncertain(points: np.ndarray) -> np.ndarray:
+    grid = Geocoder._load().grid
+    rows = np.minimum(((points[:, 0] + 90) / FINE_DEG).astype(int), 1799)
+    cols = np.minimum(((points[:, 1] + 180) / FINE_DEG).astype(int), 3599)
+    return grid[rows, cols] == UNCERTAIN
+
+
+def test_a_million_random_points_get_the_trees_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(20261130)
     anywhere = np.column_stack([rng.uniform(-90, 90, 600_000), rng.uniform(-180, 180, 600_000)])
     # Near places too: where offers are, and where continents meet on land.
@@ -147,15 +168,58 @@ def test_a_million_random_points_get_the_trees_answer() -> None:
     near[:, 1] = near[:, 1].clip(-180, 180)
     points = np.concatenate([anywhere, near])
     expected = _tree_codes(points)
+    tree = _TreeQueries(monkeypatch)
     got = Geocoder.continent_codes(points)
     wrong = np.flatnonzero(got != expected)
     assert wrong.size == 0, [(tuple(points[i]), ANSWERS[got[i]]) for i in wrong[:5]]
-    # And the grid did the work: few points needed the tree.
-    certain = Geocoder._grid[  # type: ignore[index]
-        np.minimum(((points[:, 0] + 90) / FINE_DEG).astype(int), 1799),
-        np.minimum(((points[:, 1] + 180) / FINE_DEG).astype(int), 3599),
-    ]
-    assert (certain == UNCERTAIN).mean() < 0.02
+    # And the grid did the work: few points were uncertain, and their cells' candidates
+    # answered them without the tree.
+    uncertain = int(_uncertain(points).sum())
+    assert 0 < uncertain < 0.02 * len(points)
+    assert tree.points == 0
+
+
+def test_uncertain_cells_are_answered_by_their_candidates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Points of uncertain cells only, spread over each cell (its corners included).
+    lookup = Geocoder._load()
+    rng = np.random.default_rng(7)
+    cells = lookup.cells[rng.integers(0, len(lookup.cells), 100_000)]
+    low = np.column_stack([-90.0 + (cells // 3600) * FINE_DEG, -180.0 + (cells % 3600) * FINE_DEG])
+    offsets = rng.uniform(0, FINE_DEG, low.shape)
+    offsets[:1000] = rng.integers(0, 2, (1000, 2)) * FINE_DEG
+    points = np.clip(low + offsets, [-90, -180], [90, 180])
+    assert _uncertain(points).mean() > 0.99
+    tree = _TreeQueries(monkeypatch)
+    assert Geocoder.continent_codes(points).tolist() == _tree_codes(points).tolist()
+    assert tree.points == 0
+
+
+def test_a_tie_between_continents_is_left_to_the_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Halfway between two places of different continents, the candidates cannot tell: the
+    tree decides, as the library does."""
+    lookup = Geocoder._load()
+    places = Geocoder._places.coordinates  # type: ignore[union-attr]
+    codes = Geocoder._codes
+    assert codes is not None
+    midpoint = None
+    for cell in lookup.cells.tolist():
+        found = lookup.candidates[lookup.starts[np.searchsorted(lookup.cells, cell)] :][:2]
+        first, second = found.tolist()[:2] if len(found) == 2 else (0, 0)
+        if codes[first] == codes[second]:
+            continue
+        middle = (places[first] + places[second]) / 2
+        squared = ((places - middle) ** 2).sum(axis=1)
+        two = np.argsort(squared)[:2]
+        if set(two.tolist()) == {first, second} and _uncertain(middle[None])[0]:
+            midpoint = middle
+            break
+    assert midpoint is not None, "no pair of places of two continents to stand between"
+    tree = _TreeQueries(monkeypatch)
+    got = Geocoder.continent_codes([tuple(midpoint)])
+    assert got.tolist() == _tree_codes(midpoint[None]).tolist()
+    assert tree.points == 1
 
 
 @pytest.mark.parametrize(("name", "lat", "lon"), BORDERS)
@@ -179,7 +243,9 @@ def test_border_cases_and_cell_edges_get_the_trees_answer(
 def test_the_cached_grid_is_the_grid_built_from_the_library() -> None:
     Geocoder.continent_codes([(0.0, 0.0)])
     assert cache_path().is_file()
+    built = build_lookup(Places.from_library())
     with np.load(cache_path()) as cached:
-        assert np.array_equal(cached["grid"], build_grid(Places.from_library()))
+        for name in ("grid", "cells", "starts", "candidates"):
+            assert np.array_equal(cached[name], getattr(built, name)), name
     # The key changes with what the grid is computed from.
     assert cache_path().name.startswith("places-grid-")
