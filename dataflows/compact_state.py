@@ -19,6 +19,10 @@ older entry (an expired tombstone). Runs are immutable:
   the four arrays), to a temporary name, fsynced, renamed, the directory fsynced. A snapshot
   only *names* the files, so it costs the runs written since the previous one, not the state;
   a restart maps the files (``mmap``) on first use, so resuming costs no reading up front.
+  The fsyncs run on a few threads while the other shards snapshot (concurrent fsyncs share
+  the file system's journal commits: 256 files 0.18 → 0.07 s); a snapshot naming a file is a
+  :class:`Durable`, which Bytewax can only pickle — before writing it to the recovery store —
+  once its files are durable.
 
 Files are only referenced once complete, so ``kill -9`` at any moment leaves every file of the
 last committed snapshot intact (a half-written one is an orphan temporary, never read). A run
@@ -31,10 +35,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -238,21 +245,71 @@ def merge(older: Run, newer: Run, *, bottom: bool) -> Run:
 # -- files -----------------------------------------------------------------------------------
 
 
-def write_run(directory: Path, run: Run) -> str:
-    """Write ``run`` as a new immutable file in ``directory``; return its name. Durable once
-    this returns (file and directory fsynced); never visible half-written."""
+def write_run(directory: Path, run: Run) -> tuple[str, Future[None]]:
+    """Write ``run`` as a new immutable file in ``directory``; return its name and the
+    future of its fsyncs and rename (durable once that is done; never visible
+    half-written)."""
     directory.mkdir(parents=True, exist_ok=True)
     name = f"run-{uuid.uuid4().hex}.bin"
     temporary = directory / f".{name}.tmp"
-    with open(temporary, "wb") as file:
+    file = open(temporary, "wb")  # noqa: SIM115 (closed by _publish, on the pool)
+    try:
         file.write(_MAGIC + np.uint64(run.count).tobytes())
         for array in run.arrays:
             file.write(memoryview(np.ascontiguousarray(array)).cast("B"))
         file.flush()
+    except BaseException:
+        file.close()
+        raise
+    return name, _sync_pool().submit(_publish, file, temporary, directory / name)
+
+
+def _publish(file: IO[bytes], temporary: Path, final: Path) -> None:
+    """fsync a written run file, give it its name, fsync its directory."""
+    try:
         os.fsync(file.fileno())
-    os.replace(temporary, directory / name)
-    _fsync_directory(directory)
-    return name
+    finally:
+        file.close()
+    os.replace(temporary, final)
+    _fsync_directory(final.parent)
+
+
+#: Threads that make run files durable (see the module doc).
+SYNC_THREADS = 8
+_pool: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    with _pool_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="run-fsync"))
+        return _pool[0]
+
+
+# A forked process (a local cluster's member) starts its own pool: threads do not survive.
+os.register_at_fork(after_in_child=_pool.clear)
+
+
+class Durable:
+    """A snapshot naming run files whose fsyncs may still be running: pickling it waits until
+    they are done (raising their error, if any), and unpickles as the bare snapshot."""
+
+    __slots__ = ("pending", "snapshot")
+
+    def __init__(self, snapshot: tuple[Any, ...], pending: list[Future[None]]) -> None:
+        self.snapshot = snapshot
+        self.pending = pending
+
+    def wait(self) -> tuple[Any, ...]:
+        """The snapshot, once every file it names is durable."""
+        for future in self.pending:
+            future.result()
+        self.pending = []
+        return self.snapshot
+
+    def __reduce__(self) -> tuple[type[tuple[Any, ...]], tuple[tuple[Any, ...]]]:
+        return tuple, (self.wait(),)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -332,21 +389,24 @@ class RunStack:
         now = time.time()
         self.retired += [(run.name, now, 0) for run in runs if run.name is not None]
 
-    def refs(self) -> list[RunRef]:
+    def refs(self) -> tuple[list[RunRef], list[Future[None]]]:
         """The runs for a snapshot: each written to a file first if it is not yet (with a
-        directory), or as bytes (without); then old files past their grace are deleted."""
+        directory), or as bytes (without); then old files past their grace are deleted.
+        Also the futures of the files written now (durable once they are done)."""
         refs: list[RunRef] = []
+        pending: list[Future[None]] = []
         for run in self.runs:
             if self.directory is None:
                 raw = b"".join(np.ascontiguousarray(a).tobytes() for a in run.arrays)
                 refs.append((raw, run.count, run.expired_below))
                 continue
             if run.name is None:
-                run.name = write_run(self.directory, run)
+                run.name, durable = write_run(self.directory, run)
                 run.path = self.directory / run.name
+                pending.append(durable)
             refs.append((run.name, run.count, run.expired_below))
         self._collect_garbage()
-        return refs
+        return refs, pending
 
     def _collect_garbage(self) -> None:
         """Delete the merged-away files no snapshot can still need (see the module doc)."""

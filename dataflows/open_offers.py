@@ -69,6 +69,7 @@ from .compact_state import (
     CODE_BITS,
     CODE_MASK,
     TOMBSTONE,
+    Durable,
     Retired,
     RunRef,
     RunStack,
@@ -358,14 +359,15 @@ class ShardState:
         """Entries held, counting a key once per run and the overlay (memory, not offers)."""
         return len(self.runs) + len(self.overlay)
 
-    def snapshot(self) -> ShardSnapshot:
+    def snapshot(self) -> ShardSnapshot | Durable:
         """What the recovery store keeps: the overlay's entries (written to a run file
         instead once there are :data:`FLUSH_AT`), the names of the run files, the cells and
-        the partitions' progress — proportional to what changed, not to the state."""
+        the partitions' progress — proportional to what changed, not to the state. A
+        :class:`~.compact_state.Durable` while files it names are being fsynced."""
         if len(self.overlay) >= FLUSH_AT:
             self._flush()
-        runs = self.runs.refs()
-        return (
+        runs, pending = self.runs.refs()
+        snapshot: ShardSnapshot = (
             _SNAPSHOT_FORMAT,
             self.shard,
             list(self.cells),
@@ -376,6 +378,7 @@ class ShardState:
             runs,
             list(self.runs.retired),
         )
+        return Durable(snapshot, pending) if pending else snapshot
 
     @classmethod
     def restore(cls, snapshot: Any | None, root: Path | None = None) -> ShardState:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,7 +168,7 @@ def test_a_snapshot_interrupted_while_writing_a_file_leaves_the_previous_one_who
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        state.snapshot()
+        pickle.dumps(state.snapshot())  # (Bytewax pickles a snapshot to commit it)
     monkeypatch.undo()
     assert list((tmp_path / compact_state.STATE_DIR / "shard-003").glob(".*.tmp"))
 
@@ -176,6 +178,52 @@ def test_a_snapshot_interrupted_while_writing_a_file_leaves_the_previous_one_who
             batch, TOMBSTONE_MS, PARTITIONS
         )
     assert resumed.entries() == model_entries(model)
+
+
+def test_a_snapshot_pickles_only_once_the_files_it_names_are_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsyncs run on the pool; Bytewax's pickling of the snapshot (before it commits it)
+    waits for them, and a failed fsync fails the pickling, so the commit never happens."""
+    rng = random.Random(11)
+    history = random_history(rng, 600, lambda offer_id: offer_key(offer_id.encode()))
+    state = ShardState(tmp_path)
+    state.bind(1)
+    for batch in batches(rng, history):
+        state.apply(batch, TOMBSTONE_MS, PARTITIONS)
+    release = threading.Event()
+    publish = compact_state._publish
+
+    def held(*args: Any) -> None:
+        release.wait(10)
+        publish(*args)
+
+    monkeypatch.setattr(compact_state, "_publish", held)
+    snapshot = state.snapshot()
+    assert isinstance(snapshot, compact_state.Durable)
+    shard_dir = tmp_path / compact_state.STATE_DIR / "shard-001"
+    pickled: list[bytes] = []
+    pickling = threading.Thread(target=lambda: pickled.append(pickle.dumps(snapshot)))
+    pickling.start()
+    pickling.join(0.3)
+    assert pickling.is_alive() and not pickled  # waits for the fsyncs
+    assert not list(shard_dir.glob("run-*.bin"))  # not even renamed yet
+    release.set()
+    pickling.join(10)
+    restored = pickle.loads(pickled[0])
+    assert type(restored) is tuple
+    assert {ref[0] for ref in restored[7]} == {p.name for p in shard_dir.glob("run-*.bin")}
+    assert ShardState.restore(restored, tmp_path).entries() == state.entries()
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(compact_state, "_publish", publish)
+    monkeypatch.setattr(os, "fsync", failing)
+    for batch in batches(rng, random_history(rng, 600, lambda i: offer_key(i.encode()))):
+        state.apply(batch, TOMBSTONE_MS, PARTITIONS)
+    with pytest.raises(OSError, match="Input/output error"):
+        pickle.dumps(state.snapshot())
 
 
 def test_merged_away_files_go_only_after_later_snapshots(
