@@ -19,10 +19,10 @@ older entry (an expired tombstone). Runs are immutable:
   the four arrays), to a temporary name, fsynced, renamed, the directory fsynced. A snapshot
   only *names* the files, so it costs the runs written since the previous one, not the state;
   a restart maps the files (``mmap``) on first use, so resuming costs no reading up front.
-  The fsyncs run on a few threads while the other shards snapshot (concurrent fsyncs share
-  the file system's journal commits: 256 files 0.18 → 0.07 s); a snapshot naming a file is a
-  :class:`Durable`, which Bytewax can only pickle — before writing it to the recovery store —
-  once its files are durable.
+  Files are written on a few threads while the other shards snapshot (concurrent fsyncs
+  share the file system's journal commits: 256 files 0.18 → 0.07 s); a snapshot naming a
+  file is a :class:`Durable`, which Bytewax can only pickle — before writing it to the
+  recovery store — once its files are durable.
 
 Files are only referenced once complete, so ``kill -9`` at any moment leaves every file of the
 last committed snapshot intact (a half-written one is an orphan temporary, never read). A run
@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -246,35 +246,28 @@ def merge(older: Run, newer: Run, *, bottom: bool) -> Run:
 
 
 def write_run(directory: Path, run: Run) -> tuple[str, Future[None]]:
-    """Write ``run`` as a new immutable file in ``directory``; return its name and the
-    future of its fsyncs and rename (durable once that is done; never visible
+    """Start writing ``run`` as a new immutable file in ``directory``, on the pool; return its
+    name and the future of the writing (durable once that is done; never visible
     half-written)."""
-    directory.mkdir(parents=True, exist_ok=True)
     name = f"run-{uuid.uuid4().hex}.bin"
+    return name, _sync_pool().submit(_write_durably, directory, name, run.count, run.arrays)
+
+
+def _write_durably(directory: Path, name: str, count: int, arrays: Iterable[np.ndarray]) -> None:
+    """Write a run file under a temporary name, fsync it, rename it, fsync the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
     temporary = directory / f".{name}.tmp"
-    file = open(temporary, "wb")  # noqa: SIM115 (closed by _publish, on the pool)
-    try:
-        file.write(_MAGIC + np.uint64(run.count).tobytes())
-        for array in run.arrays:
+    with open(temporary, "wb") as file:
+        file.write(_MAGIC + np.uint64(count).tobytes())
+        for array in arrays:
             file.write(memoryview(np.ascontiguousarray(array)).cast("B"))
         file.flush()
-    except BaseException:
-        file.close()
-        raise
-    return name, _sync_pool().submit(_publish, file, temporary, directory / name)
-
-
-def _publish(file: IO[bytes], temporary: Path, final: Path) -> None:
-    """fsync a written run file, give it its name, fsync its directory."""
-    try:
         os.fsync(file.fileno())
-    finally:
-        file.close()
-    os.replace(temporary, final)
-    _fsync_directory(final.parent)
+    os.replace(temporary, directory / name)
+    _fsync_directory(directory)
 
 
-#: Threads that make run files durable (see the module doc).
+#: Threads that write run files (see the module doc).
 SYNC_THREADS = 8
 _pool: list[ThreadPoolExecutor] = []
 _pool_lock = threading.Lock()

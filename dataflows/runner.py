@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import orjson
-import psutil
 import redis
 
 from jobpulse import processes
@@ -157,9 +156,7 @@ def _log_start_up(entered: float) -> None:
     from .kafka_io import FIRST_RECORD_AT
 
     if FIRST_RECORD_AT:
-        since_start = (
-            time.time() - psutil.Process().create_time() - (time.monotonic() - FIRST_RECORD_AT[0])
-        )
+        since_start = processes.seconds_since_start() - (time.monotonic() - FIRST_RECORD_AT[0])
         log.info(
             "first record read %.2fs after the process started, %.2fs after its imports",
             since_start,

@@ -192,13 +192,13 @@ def test_a_snapshot_pickles_only_once_the_files_it_names_are_durable(
     for batch in batches(rng, history):
         state.apply(batch, TOMBSTONE_MS, PARTITIONS)
     release = threading.Event()
-    publish = compact_state._publish
+    write = compact_state._write_durably
 
     def held(*args: Any) -> None:
         release.wait(10)
-        publish(*args)
+        write(*args)
 
-    monkeypatch.setattr(compact_state, "_publish", held)
+    monkeypatch.setattr(compact_state, "_write_durably", held)
     snapshot = state.snapshot()
     assert isinstance(snapshot, compact_state.Durable)
     shard_dir = tmp_path / compact_state.STATE_DIR / "shard-001"
@@ -207,7 +207,7 @@ def test_a_snapshot_pickles_only_once_the_files_it_names_are_durable(
     pickling.start()
     pickling.join(0.3)
     assert pickling.is_alive() and not pickled  # waits for the fsyncs
-    assert not list(shard_dir.glob("run-*.bin"))  # not even renamed yet
+    assert not list(shard_dir.glob("run-*.bin"))  # not even written yet
     release.set()
     pickling.join(10)
     restored = pickle.loads(pickled[0])
@@ -218,7 +218,7 @@ def test_a_snapshot_pickles_only_once_the_files_it_names_are_durable(
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(compact_state, "_publish", publish)
+    monkeypatch.setattr(compact_state, "_write_durably", write)
     monkeypatch.setattr(os, "fsync", failing)
     for batch in batches(rng, random_history(rng, 600, lambda i: offer_key(i.encode()))):
         state.apply(batch, TOMBSTONE_MS, PARTITIONS)

@@ -239,3 +239,27 @@ def test_the_polling_thread_relaxes_its_timers_only_once_the_workers_run() -> No
         single.workers_run()
         time.sleep(0.05)
         assert processes.timer_slack() == before
+
+
+def test_a_process_knows_its_age_to_the_clock_tick() -> None:
+    """The start-up line's "after the process started" (a benchmark reads it): exact to the
+    kernel's 10 ms tick, where psutil's create_time() is off by the boot time's fraction."""
+    import subprocess
+    import sys
+
+    began = time.monotonic()
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(0.3); from jobpulse.processes import seconds_since_start; "
+            "print(seconds_since_start(), time.monotonic())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    age, measured_at = (float(x) for x in child.stdout.split())
+    upper = measured_at - began  # the child started after `began`
+    assert 0.3 <= age <= upper + 0.011
+    assert age >= upper - 0.1  # ... and within the fork's few milliseconds of it
