@@ -408,7 +408,8 @@ def report(all_runs: list[Measurement]) -> None:
     for contender, m in middle.items():
         print(row("med", contender, m))
     print("(mem: the memory round, PSS sampled every 50 ms; its times are not in the medians)")
-    two_over_one(measurements)
+    print()
+    paired_ratios(measurements)
     loop = middle.get(LOOP)
     if loop is None:
         return
@@ -426,20 +427,35 @@ def report(all_runs: list[Measurement]) -> None:
 ONE, TWO = "run 1w", "run 2p"
 
 
-def two_over_one(measurements: list[Measurement]) -> None:
-    """CPU per record of 2 processes over 1 process, round by round (each pair ran back to
-    back, so a slower spell of the shared machine weighs on both) and their median."""
-    per_round = {(m.round, m.contender): m.cpu_us_per_record for m in measurements}
+def paired_ratios(measurements: list[Measurement]) -> None:
+    """Paired ratios, round by round (the contenders of a round ran back to back, so a slower
+    spell of the shared machine weighs on all of them), and their medians: end to end over
+    the loop, and CPU per record of 2 processes over 1 process."""
+    for contender in (ONE, TWO):
+        per_round(measurements, contender, LOOP, "end to end", lambda m: m.e2e_rate)
+    per_round(measurements, TWO, ONE, "CPU µs/record", lambda m: m.cpu_us_per_record)
+
+
+def per_round(
+    measurements: list[Measurement],
+    top: str,
+    bottom: str,
+    what: str,
+    figure: Callable[[Measurement], float],
+) -> list[float]:
+    """Print and return ``figure(top) / figure(bottom)`` of each round with both."""
+    of = {(m.round, m.contender): figure(m) for m in measurements}
     ratios = [
-        per_round[(r, TWO)] / per_round[(r, ONE)]
+        of[(r, top)] / of[(r, bottom)]
         for r in sorted({m.round for m in measurements})
-        if (r, ONE) in per_round and (r, TWO) in per_round
+        if (r, top) in of and (r, bottom) in of
     ]
     if ratios:
         print(
-            f"\n{TWO} / {ONE}, CPU µs/record, per round: "
+            f"{top} / {bottom}, {what}, per round: "
             f"{', '.join(f'{x:.2f}' for x in ratios)}; median {statistics.median(ratios):.2f}"
         )
+    return ratios
 
 
 def main() -> int:
