@@ -474,7 +474,10 @@ class _ProducerPartition(StatelessSinkPartition[list[OutMessage]]):
             for message in messages:
                 key, value, headers = message
                 try:  # the common case in one call; a full queue or a refusal: _produce
-                    produce(topic, value, key, headers=headers)
+                    if headers is None:  # positional: a keyword costs a dict per call
+                        produce(topic, value, key)
+                    else:
+                        produce(topic, value, key, headers=headers)
                 except (BufferError, KafkaException):
                     self._produce(message)
             self._producer.poll(0)

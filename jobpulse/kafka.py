@@ -174,7 +174,10 @@ def produce(
     Any other error (``KafkaException``: message too large, …) is the caller's."""
     while True:
         try:
-            producer.produce(topic, value, key, headers=headers, **kw)
+            if headers is None and not kw:  # positional: keywords cost a dict per call
+                producer.produce(topic, value, key)
+            else:
+                producer.produce(topic, value, key, headers=headers, **kw)
             return
         except BufferError:
             producer.poll(_FULL_QUEUE_POLL_S)
