@@ -121,10 +121,16 @@ ShardSnapshot = tuple[
 ]
 
 
+#: Copied for each id: ``blake2b(id, digest_size=16)`` would build a dict for its keyword.
+_BLAKE2B_128 = blake2b(digest_size=KEY_BITS // 8)
+
+
 def offer_key(offer_id: bytes, bits: int = KEY_BITS) -> int:
     """The state's key of an offer id (UTF-8): its 128-bit BLAKE2b hash, as an int (``bits``
     < 128 keeps the low bits: only tests do that, to make collisions happen)."""
-    key = int.from_bytes(blake2b(offer_id, digest_size=16).digest(), "little")
+    hasher = _BLAKE2B_128.copy()
+    hasher.update(offer_id)
+    key = int.from_bytes(hasher.digest(), "little")
     return key if bits >= KEY_BITS else key & ((1 << bits) - 1)
 
 

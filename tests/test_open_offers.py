@@ -303,3 +303,20 @@ def test_every_interleaving_of_a_small_history_agrees() -> None:
         if valid:
             outcomes.add(tuple(sorted(open_cells(state).items())))
     assert outcomes == {(("a", RETAIL_EU),)}
+
+
+@pytest.mark.parametrize(
+    ("offer_id", "key"),
+    [
+        (b"syn-7-1", 230239941474273700596014196703602229764),
+        ("offre-é".encode(), 195542318412536800373879240620476018189),
+    ],
+)
+def test_the_offer_key_is_the_ids_blake2b_128_forever(offer_id: bytes, key: int) -> None:
+    """Recovery stores hold these keys (and the shards they pick): they must never change."""
+    import hashlib
+
+    assert offer_key(offer_id) == key
+    assert key == int.from_bytes(hashlib.blake2b(offer_id, digest_size=16).digest(), "little")
+    assert shard_of(offer_id) == key % SHARDS
+    assert offer_key(offer_id, bits=8) == key & 0xFF
