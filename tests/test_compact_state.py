@@ -15,6 +15,7 @@ import os
 import pickle
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,8 @@ def test_a_snapshot_interrupted_while_writing_a_file_leaves_the_previous_one_who
 def test_a_snapshot_pickles_only_once_the_files_it_names_are_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fsyncs run on the pool; Bytewax's pickling of the snapshot (before it commits it)
-    waits for them, and a failed fsync fails the pickling, so the commit never happens."""
+    """The files are written on the pool once Bytewax pickles the snapshot (to commit it),
+    which waits for them; a failed fsync fails the pickling, so the commit never happens."""
     rng = random.Random(11)
     history = random_history(rng, 600, lambda offer_id: offer_key(offer_id.encode()))
     state = ShardState(tmp_path)
@@ -202,6 +203,8 @@ def test_a_snapshot_pickles_only_once_the_files_it_names_are_durable(
     snapshot = state.snapshot()
     assert isinstance(snapshot, compact_state.Durable)
     shard_dir = tmp_path / compact_state.STATE_DIR / "shard-001"
+    time.sleep(0.2)
+    assert not shard_dir.exists()  # queued: written only once a snapshot is pickled
     pickled: list[bytes] = []
     pickling = threading.Thread(target=lambda: pickled.append(pickle.dumps(snapshot)))
     pickling.start()
