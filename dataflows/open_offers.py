@@ -369,7 +369,7 @@ class ShardState:
         """What the recovery store keeps: the overlay's entries (written to a run file
         instead once there are :data:`FLUSH_AT`), the names of the run files, the cells and
         the partitions' progress — proportional to what changed, not to the state. A
-        :class:`~.compact_state.Durable` while files it names are being fsynced."""
+        :class:`~.compact_state.Durable` while files it names are not written yet."""
         if len(self.overlay) >= FLUSH_AT:
             self._flush()
         runs, pending = self.runs.refs()
